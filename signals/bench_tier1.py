@@ -1,0 +1,158 @@
+"""``livecoach bench tier1`` (tier-0 vs tier-1 on the escalated slice), ``bench tier1-train`` (fit the
+tier-1 window classifier) and ``bench policy`` (the policy stage's hot path: percentiles, throughput).
+
+Register: add ``"livecoach.signals.bench_tier1"`` to the ``bench`` plugin list in livecoach/cli.py.
+"""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("tier1-train")
+    def tier1_train(encoder: str = typer.Option("minilm", help="minilm (fast) or mpnet (all-mpnet-base-v2 "
+                                                               "from the PyPI parts, assembled on first use)"),
+                    per_label: int = typer.Option(500, help="Inserted messages per label"),
+                    threads: int = typer.Option(2, help="Torch threads")) -> None:
+        """Fit the tier-1 window classifier on dialogues built from Harper Valley + Banking77/Bitext."""
+        from livecoach.settings import Settings
+        from livecoach.signals._tier1_train import train
+
+        meta = train(encoder, Settings().cache_dir, threads=threads, per_label=per_label)
+        typer.echo(f"tier-1 model trained on {meta['train_dialogues']} dialogues with {encoder} "
+                   f"(encoding {meta['train_encode_seconds']} s); counts {meta['train_counts']}")
+
+    @app.command("tier1")
+    def tier1_eval(per_label: int = typer.Option(200, help="Inserted dev messages per label"),
+                   threads: int = typer.Option(2, help="Torch threads"),
+                   latency_cases: int = typer.Option(100, help="Cases timed one at a time")) -> None:
+        """Tier-0 vs tier-1 precision and recall on the escalated slice of built dev dialogues."""
+        import time
+
+        from livecoach.settings import Settings
+        from livecoach.signals._policy_config import default_policy_path, load_policy
+        from livecoach.signals._tier1_train import build_dialogues, compare, tier0_scores, tier1_probs
+
+        s = Settings()
+        policy = load_policy(s.policy_file or default_policy_path())
+        dev = build_dialogues("dev", per_label=per_label, natural=300)
+        typer.echo(f"dev dialogues: {len(dev)} (dev Banking77/Bitext messages and the 52 hand-written hard "
+                   f"cases inserted into 20 held-out Harper Valley calls, plus 300 untouched customer turns)")
+        p0, what0 = tier0_scores(dev, s.cache_dir)
+        p1, meta = tier1_probs(dev, s.cache_dir, threads)
+        r = compare(dev, p0, p1, policy)
+        lo, hi = policy.tier1.uncertainty_band
+        typer.echo(f"tier-0: {what0}")
+        typer.echo(f"tier-1: window classifier, encoder {meta.get('encoder')}, "
+                   f"{policy.tier1.context_turns} turns; confirm at p >= {policy.tier1.confirm_at}")
+        typer.echo(f"escalated slice (tier-0 p in [{lo}, {hi}) or high-stakes >= {lo}): "
+                   f"{r['slice']} cases, {r['positives']} true")
+        for name in ("tier0", "tier1"):
+            p, rc, npred, _ = r[name]
+            typer.echo(f"  {name}: precision {p:.3f}  recall {rc:.3f}  ({npred} raised)")
+        for k, v in r["per_kind"].items():
+            typer.echo(f"  {k:20s} slice {v['slice']:4d}  tier0 P {v['tier0'][0]:.3f} R {v['tier0'][1]:.3f}"
+                       f"  | tier1 P {v['tier1'][0]:.3f} R {v['tier1'][1]:.3f}")
+        curve = []
+        for c in (0.1, 0.2, 0.3, 0.4, 0.5):
+            rc = compare(dev, p0, p1, policy.model_copy(update={"tier1": policy.tier1.model_copy(update={"confirm_at": c})}))
+            curve.append(f"{c}: P {rc['tier1'][0]:.3f} R {rc['tier1'][1]:.3f}")
+        typer.echo("tier-1 at other confirm_at values: " + "; ".join(curve))
+        from livecoach.signals._tier1_backends import WindowClassifierBackend
+        from livecoach.signals.tier1 import Tier1Case
+
+        be = WindowClassifierBackend(s.cache_dir, threads=s.tier1_threads)
+        be.warm_up()
+        lat = []
+        for d in dev[:latency_cases]:
+            t1 = time.perf_counter()
+            be.score(Tier1Case("bench", "churn_intent", 0.6, d.window, d.target))
+            lat.append(time.perf_counter() - t1)
+        lat.sort()
+        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+        typer.echo(f"tier-1 runtime, one case at a time ({s.tier1_threads} torch thread): p50 {pct(0.5):.0f} ms  "
+                   f"p95 {pct(0.95):.0f} ms  p99 {pct(0.99):.0f} ms; {len(lat) / sum(lat):.1f} cases/s "
+                   f"(shared, noisy machine)")
+
+    @app.command("policy")
+    def policy_bench(n: int = typer.Option(20000, help="Detections to push through"),
+                     calls: int = typer.Option(200, help="Distinct calls")) -> None:
+        """Latency of one policy decision (tier-1 off) and throughput, in-process."""
+        import asyncio
+        import random
+        import tempfile
+        import time
+
+        from livecoach.events import CallStarted, EvidenceRef, Signal, Utterance
+        from livecoach.settings import Settings
+        from livecoach.signals.policy import SignalPolicy
+
+        kinds = ["frustration_spike", "churn_intent", "complaint", "identity_not_verified", "upgrade_interest"]
+
+        async def run() -> list[float]:
+            pol = SignalPolicy(Settings(data_dir=tempfile.mkdtemp(), phase=3, tier1_backend="off"))
+            await pol.start()
+            states = {f"c{i}": {} for i in range(calls)}
+            for cid, st in states.items():
+                await pol.handle(CallStarted(call_id=cid, seq=1, agent_id="a"), st)
+            rng = random.Random(1)
+            lat = []
+            for i in range(n):
+                cid = f"c{rng.randrange(calls)}"
+                t = i * 0.5
+                await pol.handle(Utterance(call_id=cid, seq=2 + i, speaker="customer", text="hello there", t_start=t),
+                                 states[cid])
+                sig = Signal(call_id=cid, kind=rng.choice(kinds), confidence=rng.random(),
+                             evidence=[EvidenceRef(seq=2 + i, excerpt="hello there", t=t)], detector="bench")
+                t0 = time.perf_counter()
+                await pol.handle(sig, states[cid])
+                lat.append(time.perf_counter() - t0)
+            await pol.stop()
+            return lat
+
+        lat = sorted(asyncio.run(run()))
+        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1e6  # noqa: E731
+        typer.echo(f"policy decisions: {len(lat)}; p50 {pct(0.5):.0f} us  p95 {pct(0.95):.0f} us  "
+                   f"p99 {pct(0.99):.0f} us; throughput {len(lat) / sum(lat):.0f}/s (one core, shared machine)")
+
+    @app.command("cues")
+    def cues_bench(calls_file: str = typer.Option("", help="Conversations JSONL (default: Harper Valley dev)"),
+                   limit: int = typer.Option(0, help="First N calls only (0: all)"),
+                   phase: int = typer.Option(3, help="Rollout phase to measure"),
+                   show: bool = typer.Option(False, help="List every signal")) -> None:
+        """Replay calls through tier-0 + policy in-process: agent cues per call, lead-feed precision."""
+        import asyncio
+        import json
+        import tempfile
+        import time
+        from pathlib import Path
+
+        from livecoach.models.data import shared_data_dir
+        from livecoach.settings import Settings
+        from livecoach.signals._cues_eval import replay_calls, summarise
+        from livecoach.stream.replay import load_conversations
+
+        path = Path(calls_file) if calls_file else shared_data_dir() / "harper_valley" / "calls_dev.jsonl"
+        convs = load_conversations(path)
+        convs = convs[:limit] if limit else convs
+        s = Settings(data_dir=Path(tempfile.mkdtemp()), phase=phase)
+        t0 = time.monotonic()
+        got = asyncio.run(replay_calls(convs, s))
+        fixture = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "agent_behaviours.jsonl"
+        r = summarise(convs, got, fixture)
+        typer.echo(f"{r['calls']} calls from {path.name}, phase {phase}, in {time.monotonic() - t0:.0f} s")
+        a = r["agent_cues"]
+        typer.echo(f"agent cues per call: median {a['median']}, mean {a['mean']}, max {a['max']}, "
+                   f"share with none {a['share_with_none']}, distribution {a['distribution']}")
+        typer.echo(f"lead signals raised by tier-0: {r['lead_signals_raised_by_tier0']}")
+        typer.echo(f"lead feed after tier-1 (withdrawn ones struck out): {r['lead_signals_by_kind']}")
+        typer.echo(f"lead-feed precision vs hand labels (judged kinds): {r['lead_precision_judged']} "
+                   f"-> {r['lead_precision_overall']}; unjudged lead signals: {r['unjudged_lead_signals']}")
+        typer.echo(f"tier-1: {json.dumps(r['tier1'])}")
+        if show:
+            for conv in convs:
+                for sig in got.get(conv["id"], []):
+                    ex = " / ".join(e.excerpt for e in sig.evidence)[:90]
+                    typer.echo(f"  {conv['id']} {sig.audience:5s} t{sig.tier} {sig.kind:22s} {sig.confidence:.2f} "
+                               f"{sig.details.get('verdict', ''):14s} {ex}")

@@ -1,0 +1,176 @@
+"""Runs one Stage inside a Faust worker: per-call state in a Faust Table, at-least-once made idempotent.
+
+Kafka delivers at least once: after a crash, events since the last committed offset come again,
+and the Faust table (restored from its changelog) may already hold their effect. So each call's
+table entry keeps, next to the stage's own state, a marker of what the stage has applied:
+
+* events with a ``seq`` (the stored call events) — which seqs were handled;
+* events another stage produced — the producing stage and the source offset/index they came from,
+  carried in the ``lc-origin`` header (a re-produced duplicate has a new offset of its own but the
+  same origin).
+
+A seen event is skipped. Outputs are delivered (broker-acknowledged) *before* the table entry that
+marks their input as applied is written, and Faust flushes the producer before committing offsets,
+so a crash can repeat an output (same origin, same deterministic signal id: dropped downstream) but
+never lose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from typing import Any
+
+from livecoach.events import CallEnded, Event, parse_event
+from livecoach.pipeline import Stage
+
+log = logging.getLogger(__name__)
+
+ORIGIN_HEADER = "lc-origin"
+_CACHE_MAX = 20_000
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if not headers:
+        return None
+    items = headers.items() if isinstance(headers, dict) else headers
+    for k, v in items:
+        if k == name:
+            return v.decode() if isinstance(v, (bytes, bytearray)) else str(v)
+    return None
+
+
+class _SeqMarks:
+    """Seqs handled for one topic: a contiguous high-water mark plus the few seen above it."""
+
+    @staticmethod
+    def seen(mark: dict[str, Any], seq: int) -> bool:
+        return seq <= mark.get("hw", 0) or seq in mark.get("above", ())
+
+    @staticmethod
+    def add(mark: dict[str, Any], seq: int) -> None:
+        hw = mark.get("hw", 0)
+        above = set(mark.get("above", ()))
+        above.add(seq)
+        while hw + 1 in above:
+            hw += 1
+            above.discard(hw)
+        mark["hw"] = hw
+        mark["above"] = sorted(s for s in above if s > hw)
+
+
+class StageRunner:
+    """Feeds Faust events to one stage; ``table`` is that stage's Faust Table (key call_id)."""
+
+    def __init__(self, stage: Stage, table, out_topic=None):
+        self.stage = stage
+        self.table = table
+        self.out_topic = out_topic
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._started = False
+        self._start_lock = asyncio.Lock()
+        self.handled = 0
+        self.skipped = 0
+        self.errors = 0
+        self.busy: tuple[str, str, float] | None = None  # (what, call_id, since): for the stall watchdog
+
+    async def ensure_started(self) -> None:
+        if self._started:
+            return
+        async with self._start_lock:
+            if not self._started:
+                await self.stage.start()
+                self._started = True
+
+    async def stop(self) -> None:
+        if self._started:
+            self._started = False
+            await self.stage.stop()
+
+    def forget(self) -> None:
+        """Partitions moved: read state from the table again (another worker may have advanced it)."""
+        self._cache.clear()
+
+    def _entry(self, call_id: str) -> dict[str, Any]:
+        entry = self._cache.get(call_id)
+        if entry is None:
+            stored = self.table.get(call_id)
+            entry = json.loads(json.dumps(stored)) if stored else {"s": {}, "m": {}}
+            self._cache[call_id] = entry
+            while len(self._cache) > _CACHE_MAX:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(call_id)
+        return entry
+
+    async def on_message(self, fevent, topic: str) -> None:
+        """Handle one Faust event (inside the agent, so table writes go to the right changelog)."""
+        msg = fevent.message
+        try:
+            event = parse_event(fevent.value)
+        except Exception:
+            self.errors += 1
+            log.warning("unreadable message on %s/%s@%s skipped", msg.topic, msg.partition, msg.offset)
+            return
+        call_id = event.call_id
+        entry = self._entry(call_id)
+        marks = entry["m"]
+        origin = _header(msg.headers, ORIGIN_HEADER)
+        if origin:
+            producer, src, off, idx = origin.rsplit("|", 3)
+            mkey, mval = f"{producer}|{src}", [int(off), int(idx)]
+            if mkey in marks and mval <= marks[mkey]:
+                self.skipped += 1
+                return
+        elif getattr(event, "seq", None) is not None:
+            mkey = f"seq|{topic}"
+            if _SeqMarks.seen(marks.get(mkey, {}), event.seq):
+                self.skipped += 1
+                return
+        else:
+            mkey = None
+
+        await self.ensure_started()
+        loop = asyncio.get_running_loop()
+        self.busy = ("handle", call_id, loop.time())
+        try:
+            out = await self.stage.handle(event, entry["s"])
+        except Exception:  # one bad event must not stop a stage for every call
+            self.errors += 1
+            log.exception("stage %s failed on %s/%s", self.stage.name, call_id, getattr(event, "type", "?"))
+            out = ()
+        if out and self.stage.produces and self.out_topic is not None:
+            self.busy = ("deliver", call_id, loop.time())
+            pending = []
+            for i, e in enumerate(out):
+                pending.append(await self.out_topic.send(
+                    key=e.call_id.encode(), value=e.model_dump_json().encode(),
+                    headers=[(ORIGIN_HEADER, f"{self.stage.name}|{topic}|{msg.offset}|{i}".encode())]))
+            await asyncio.gather(*pending)  # on the broker before the input counts as applied
+        if mkey is not None:
+            if origin:
+                marks[mkey] = mval
+            else:
+                _SeqMarks.add(marks.setdefault(mkey, {}), event.seq)
+        if isinstance(event, CallEnded):
+            entry["s"] = {}  # as the in-process pipeline drops state at the end of the call
+        self.table[call_id] = self._snapshot(entry)
+        self.handled += 1
+        self.busy = None
+
+    def _snapshot(self, entry: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return json.loads(json.dumps(entry))
+        except (TypeError, ValueError):
+            log.error("stage %s keeps state that is not JSON (%s); stored as text", self.stage.name,
+                      sorted(entry["s"]))
+            return json.loads(json.dumps(entry, default=str))
+
+    async def publish_between_events(self, event: Event) -> None:
+        """For stages that produce outside ``handle`` (``bind_publisher``): no origin, no replay."""
+        if self.out_topic is None:
+            return
+        fut = await self.out_topic.send(key=event.call_id.encode(), value=event.model_dump_json().encode())
+        await fut
