@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from livecoach.auth import Principal, require
+from livecoach.lead_console._board import mask_text
 
 router = APIRouter(prefix="/v1", tags=["calls"])
 
@@ -15,9 +16,25 @@ MASK = "•••"
 
 
 def mask_customer(call: dict[str, Any], who: Principal) -> dict[str, Any]:
-    """Known customer fields are shown to leads and admins only."""
-    if who.role not in ("lead", "admin") and call.get("customer"):
-        call = {**call, "customer": {k: MASK for k in call["customer"]}}
+    """Known customer fields are shown to leads and admins only. For other roles they are masked in
+    the customer record and wherever their values appear: transcript, action arguments, evidence."""
+    if who.role in ("lead", "admin") or not call.get("customer"):
+        return call
+    known = {k: str(v) for k, v in call["customer"].items() if isinstance(v, (str, int, float))}
+
+    def hide(v: Any) -> Any:
+        return mask_text(v, known) if isinstance(v, str) else v
+
+    call = {**call, "customer": {k: MASK for k in call["customer"]}}
+    if "utterances" in call:
+        call["utterances"] = [{**u, "text": hide(u.get("text"))} for u in call["utterances"]]
+    if "actions" in call:
+        call["actions"] = [{**a, "args": {k: hide(v) for k, v in (a.get("args") or {}).items()}}
+                           for a in call["actions"]]
+    if "signals" in call:
+        call["signals"] = [{**s, "message": hide(s.get("message")),
+                            "evidence": [{**e, "excerpt": hide(e.get("excerpt"))} for e in s.get("evidence") or []]}
+                           for s in call["signals"]]
     return call
 
 

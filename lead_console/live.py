@@ -33,6 +33,7 @@ from livecoach.events import Event
 from livecoach.lead_console import _data
 from livecoach.lead_console._board import Board
 from livecoach.lead_console._session import same_origin, ws_principal
+from livecoach.limits import admit_socket
 from livecoach.pipeline import Stage
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,7 @@ async def _serve(ws: WebSocket, feed: BoardFeed, sub: _Sub, first: dict[str, Any
     # a page that leaves mid-send ends pump() with WebSocketDisconnect: expected, not worth a log line
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     try:
-        recv = asyncio.create_task(ws.receive_text())
+        recv = asyncio.create_task(ws.receive())
         while True:
             done, _ = await asyncio.wait({task, recv}, return_when=asyncio.FIRST_COMPLETED)
             if task in done:
@@ -189,10 +190,11 @@ async def _serve(ws: WebSocket, feed: BoardFeed, sub: _Sub, first: dict[str, Any
                 recv.cancel()
                 return
             try:
-                recv.result()
+                if recv.result()["type"] == "websocket.disconnect":
+                    return
             except (WebSocketDisconnect, RuntimeError):
                 return
-            recv = asyncio.create_task(ws.receive_text())   # pings from the page; nothing to do
+            recv = asyncio.create_task(ws.receive())   # pings from the page (text or binary): nothing to do
     except WebSocketDisconnect:
         return
     finally:
@@ -206,6 +208,8 @@ async def board_socket(ws: WebSocket) -> None:
     if who is None:
         return
     feed = board_feed(ws.app)
+    if not await admit_socket(ws, who):  # over the token's socket or new-call limit: 4429
+        return
     await ws.accept()
     await feed.hydrate(ws.app.state.store)
     sub = feed.subscribe_board()
@@ -234,6 +238,8 @@ async def call_socket(ws: WebSocket, call_id: str) -> None:
     if who is None:
         return
     feed = board_feed(ws.app)
+    if not await admit_socket(ws, who):  # over the token's socket or new-call limit: 4429
+        return
     await ws.accept()
     sub = feed.watch(call_id)
 

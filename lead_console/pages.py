@@ -26,6 +26,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from livecoach import audit
 from livecoach.auth import Principal, require
 from livecoach.lead_console import _charts, _data, _metrics, _notes
 from livecoach.lead_console._board import KIND_LABELS, kind_label, mask_text
@@ -89,7 +90,7 @@ async def login(request: Request) -> Response:
     form = {k: v[0] for k, v in parse_qs(raw).items()}
     token = (form.get("token") or "").strip()
     nxt = _safe_next(form.get("next"))
-    who = request.app.state.tokens.check(token) if token else None
+    who = await request.app.state.tokens.check_async(token) if token else None
     if who is None:
         return _render("login.html", 401, error="That token is unknown, revoked or expired.", next=nxt)
     if not who.may(*CONSOLE_ROLES):
@@ -137,6 +138,10 @@ async def call_page(call_id: str, request: Request) -> Response:
         return _render("missing.html", 404, who=who, page="", what=f"No call {call_id}")
     feedback = await asyncio.to_thread(_data.feedback_for, store, call_ids=[call_id])
     note = await asyncio.to_thread(store.get_note, call_id)
+    if note is not None:  # the page shows the note's summary: that is a view of the note
+        client = audit.client_of(request)
+        await store.run_write(lambda c: audit.record(c, who, "view", call_id, client=client,
+                                                     details={"via": "console"}))
     view = call_view(call, feedback, who)
     view["note"] = _notes.call_summary(note, _notes.criterion_labels(request.app))
     return _render("call.html", who=who, page="", call=view,

@@ -31,6 +31,7 @@ ROUTERS = (
     "livecoach.lead_console.live:router",
     "livecoach.signals.routes:router",
     "livecoach.postcall.routes:router",
+    "livecoach.audit:router",
 )
 
 
@@ -108,10 +109,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.ready = True
         log.info("livecoach ready: %s, bus %s, stages %s", store.dialect, settings.bus,
                  ", ".join(s.name for s in stages))
+        from livecoach import _catchup  # notes for calls that ended while the server was down
+
+        app.state.catch_up = _catchup.start(settings, store, bus, stages)
         try:
             yield
         finally:
             app.state.ready = False
+            await _catchup.stop(app.state.catch_up)
             try:
                 await asyncio.wait_for(bus.drain(), timeout=30)
             except asyncio.TimeoutError:
@@ -130,6 +135,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def healthz(request: Request):
         if not request.app.state.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
+        storage = await request.app.state.store.health()
+        if storage["status"] != "ok":  # e.g. {"status": "storage_unavailable", "reason": "disk_full", ...}
+            return JSONResponse(storage, status_code=503)
         return {"status": "ok"}
 
     @app.exception_handler(RequestValidationError)
@@ -145,4 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         router = _optional(path)
         if router is not None:
             app.include_router(router)
+    from livecoach.limits import RefuseUnstorableText  # NUL in a path, query or body: 422, never a 500
+
+    app.add_middleware(RefuseUnstorableText)
     return app

@@ -7,6 +7,7 @@ and 403 for a wrong role; websockets close with 4401 / 4403.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -86,6 +87,18 @@ class TokenStore:
         now = time.monotonic()
         if hit and now - hit[0] < self.cache_seconds:
             return hit[1]
+        return self._lookup(token)
+
+    async def check_async(self, token: str) -> Principal | None:
+        """:meth:`check` that never blocks the event loop (a cache miss reads in a thread)."""
+        hit = self._cache.get(hash_token(token))
+        if hit and time.monotonic() - hit[0] < self.cache_seconds:
+            return hit[1]
+        return await asyncio.to_thread(self._lookup, token)
+
+    def _lookup(self, token: str) -> Principal | None:
+        h = hash_token(token)
+        now = time.monotonic()
         with self.engine.connect() as conn:
             row = conn.execute(select(T.tokens).where(T.tokens.c.token_hash == h)).mappings().first()
         p = None
@@ -145,10 +158,13 @@ def require(*roles: str):
 async def ws_authenticate(ws: WebSocket, roles: Iterable[str], *, token: str | None = None) -> Principal | None:
     """Check a websocket's token (Authorization header, or ``?token=`` for clients that cannot set
     headers; or ``token`` when the caller found it elsewhere, e.g. the console cookie). On failure,
-    accept-and-close with 4401/4403 and a reason, and return None."""
+    accept-and-close with 4401/4403 and a reason, and return None.
+
+    An accepted socket stays tied to its token: once the token is revoked or expires, the socket
+    is closed with 4401 within the token cache time (``TokenStore.cache_seconds``)."""
     tokens: TokenStore = ws.app.state.tokens
     token = token or _bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
-    p = tokens.check(token)
+    p = await tokens.check_async(token) if token else None  # a cache miss reads in a thread, off the loop
     roles = tuple(roles)
     if p is None:
         await ws.accept()
@@ -158,4 +174,40 @@ async def ws_authenticate(ws: WebSocket, roles: Iterable[str], *, token: str | N
         await ws.accept()
         await ws.close(code=4403, reason=f"role {p.role} may not use this socket")
         return None
+    _watch(ws, tokens, token)
     return p
+
+
+_WATCHERS: set[asyncio.Task] = set()
+WATCH_MIN_S = 0.2
+
+
+def _watch(ws: WebSocket, tokens: TokenStore, token: str) -> None:
+    """Close ``ws`` with 4401 once ``token`` stops being valid; ends with the socket's handler."""
+    handler = asyncio.current_task()
+    if handler is None:
+        return
+    task = asyncio.get_running_loop().create_task(_close_when_revoked(ws, tokens, token, handler))
+    _WATCHERS.add(task)
+    task.add_done_callback(_WATCHERS.discard)
+
+
+async def _close_when_revoked(ws: WebSocket, tokens: TokenStore, token: str, handler: asyncio.Task) -> None:
+    from starlette.websockets import WebSocketState
+
+    while True:
+        await asyncio.wait({handler}, timeout=max(tokens.cache_seconds, WATCH_MIN_S))
+        if handler.done() or ws.application_state == WebSocketState.DISCONNECTED:
+            return
+        if ws.application_state != WebSocketState.CONNECTED:
+            continue  # not accepted yet
+        try:
+            still = await tokens.check_async(token)
+        except Exception:  # the database cannot say (down): keep the socket; storage faults are reported elsewhere
+            continue
+        if still is None:
+            try:
+                await ws.close(code=4401, reason="token revoked or expired")
+            except Exception:  # the client left meanwhile
+                pass
+            return

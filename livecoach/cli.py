@@ -29,7 +29,7 @@ app.add_typer(qa_app, name="qa")
 # package modules that add commands to a sub-app
 _PLUGINS: dict[str, tuple[typer.Typer, tuple[str, ...]]] = {
     "models": (models_app, ("livecoach.models.cli", "livecoach.models.asr_cli")),
-    "bench": (bench_app, ("livecoach.bench_ingest", "livecoach.signals.bench", "livecoach.stream.bench", "livecoach.postcall.bench",
+    "bench": (bench_app, ("livecoach.bench_ingest", "livecoach.bench_load", "livecoach.signals.bench", "livecoach.stream.bench", "livecoach.postcall.bench",
                            "livecoach.lead_console.bench", "livecoach.stream.bench_pipeline",
                            "livecoach.signals.bench_tier1")),
     "qa": (qa_app, ("livecoach.postcall.cli",)),
@@ -74,7 +74,9 @@ def serve(host: str = typer.Option(None, help="Bind address (default from settin
         s = s.model_copy(update=updates)
         from livecoach.settings import Settings
         s = Settings.model_validate(s.model_dump())
-    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level=s.log_level, ws_max_size=s.max_frame_bytes * 2,
+    from livecoach.limits import ws_max_size
+
+    uvicorn.run(create_app(s), host=s.host, port=s.port, log_level=s.log_level, ws_max_size=ws_max_size(s),
                 lifespan="on")
 
 

@@ -41,7 +41,17 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(4000, ge=1, description="Longest utterance text accepted")
     max_frame_bytes: int = Field(64 * 1024, ge=256, description="Largest websocket text frame accepted")
     max_audio_frame_bytes: int = Field(64 * 1024, ge=320, description="Largest binary audio frame accepted")
+    # per-token limits (livecoach/limits.py): over them a socket gets an error frame and close code 4429,
+    # POST /v1/tickets gets 429 with Retry-After
+    max_connections_per_token: int = Field(1000, ge=1, description="Most websockets one token holds open at once "
+                                           "(chat: one per call; voice: two per call; console tabs count too)")
+    max_new_calls_per_second_per_token: float = Field(50.0, gt=0, description="Steady rate at which one token may "
+                                                      "open sockets / import tickets (token bucket refill per s)")
+    new_calls_burst_per_token: int = Field(500, ge=1, description="Sockets one token may open at once above that "
+                                           "rate (e.g. every call reconnecting after a server restart)")
     write_batch_max: int = Field(256, ge=1, description="Most events committed in one transaction")
+    storage_timeout_s: float = Field(10.0, gt=0, le=300, description="Longest an event waits for the database "
+                                     "before it is answered storage_unavailable (reason timeout)")
 
     # signals
     phase: int = Field(1, ge=1, le=4, description="Rollout phase: 1 leads only, 2 agents get compliance/churn, 3+ expanded")
@@ -62,7 +72,10 @@ class Settings(BaseSettings):
                                                 "disclosures, consent, secrets); empty uses the packaged default")
     tier1_backend: str = Field("model", description="Tier-1 escalation: 'model' (window classifier, see "
                                "signals/tier1_model.md), 'chat' (OpenAI-compatible endpoint) or 'off'")
-    tier1_threads: int = Field(1, ge=1, le=64, description="Torch threads for the tier-1 model (off the hot path)")
+    tier1_threads: int = Field(1, ge=1, le=64, description="Threads for the tier-1 model (off the hot path)")
+    tier1_encoder: str = Field("auto", pattern=r"^(auto|mpnet|minilm)$",
+                               description="Tier-1 window classifier: 'auto' (all-mpnet-base-v2 when its PyPI parts "
+                               "are installed, else all-MiniLM-L6-v2, logged), 'mpnet' or 'minilm'")
     tier1_chat_url: str = Field("", description="Base URL of an OpenAI-compatible server, e.g. "
                                 "http://127.0.0.1:8080/v1 (vLLM, llama.cpp server)")
     tier1_chat_model: str = Field("", description="Model name sent to the chat endpoint")
@@ -88,10 +101,14 @@ class Settings(BaseSettings):
     postcall: bool = Field(True, description="Draft a QA note when a call ends")
     postcall_detectors: bool = Field(True, description="Add tier-0 detector scores (livecoach.signals.score_utterances) "
                                      "to the note rules when they are loaded; off: rules only")
+    postcall_workers: int = Field(1, ge=1, le=16, description="Notes drafted at the same time (each scores a whole "
+                                  "transcript; more takes CPU from live ingest when many calls end at once)")
     postcall_low_csat: float = Field(4.0, ge=0, le=10, description="A CSAT at or below this is customer risk; "
                                      "arriving late it re-queues the note for a lead")
     postcall_follow_up_calls: int = Field(5, ge=1, le=50, description="How many of the agent's next calls the "
                                           "focus behaviour is tracked on")
+    catchup_window_days: float = Field(7.0, ge=0, description="On start, draft the QA notes of calls that ended "
+                                       "without one (a crash) within this many days; 0: off")
 
     @field_validator("log_level")
     @classmethod

@@ -11,7 +11,9 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import queue
+import shutil
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -45,7 +47,22 @@ class WriteResult:
 
 
 class StorageUnavailable(RuntimeError):
-    """The database cannot take writes (unreachable, disk full …). Nothing was acknowledged."""
+    """The database cannot take writes (unreachable, disk full …). Nothing was acknowledged.
+
+    ``reason`` names the fault for clients and health checks: ``disk_full``, ``unreachable``,
+    ``read_only``, ``closed`` or ``error`` (anything else the database refused)."""
+
+    def __init__(self, message: str, reason: str = "error"):
+        super().__init__(message)
+        self.reason = reason
+
+
+# PostgreSQL: give up connecting after PG_CONNECT_TIMEOUT_S, and notice a silent network (no RST)
+# within about PG_DEAD_PEER_S instead of waiting on a dead socket for the kernel's default ~15 min.
+PG_CONNECT_TIMEOUT_S = 5
+PG_DEAD_PEER_S = 10
+# after a disk-full failure, health stays "storage_unavailable" until the SQLite disk has this much room
+HEALTHY_FREE_BYTES = 4 << 20
 
 
 def normalise_url(url: str) -> str:
@@ -71,7 +88,10 @@ def make_engine(url: str, *, sqlite_synchronous: str = "FULL") -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    pg = {"connect_timeout": PG_CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 5,
+          "keepalives_interval": 2, "keepalives_count": 2, "tcp_user_timeout": PG_DEAD_PEER_S * 1000}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_timeout=10,
+                         connect_args=pg if url.startswith("postgresql") else {})
 
 
 def alembic_config(url: str) -> Config:
@@ -118,6 +138,7 @@ class Store:
         if migrate:
             upgrade(self.engine)
         self._writer = _GroupWriter(self.engine, batch_max)
+        self._pinging: asyncio.Future | None = None
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -149,6 +170,40 @@ class Store:
     async def run_write(self, fn: Callable[[Connection], Any]) -> Any:
         """Run ``fn(conn)`` inside the writer's transaction (for other packages' tables)."""
         return await self._writer.submit(fn)
+
+    async def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        """``{"status": "ok"}`` when the database answers a read and (after a write failed) a small
+        probe write commits again; else ``{"status": "storage_unavailable", "reason", "message"}``."""
+        try:
+            if self._pinging is None or self._pinging.done():  # a ping stuck on a hung database is shared
+                self._pinging = asyncio.ensure_future(asyncio.to_thread(self._ping))
+                self._pinging.add_done_callback(lambda f: f.cancelled() or f.exception())
+            await asyncio.wait_for(asyncio.shield(self._pinging), timeout)
+            fault = self._writer.failure
+            if fault is not None:  # the last write failed: healthy again once a write commits
+                if fault.reason == "disk_full" and self._free_bytes() < HEALTHY_FREE_BYTES:
+                    raise fault
+                await asyncio.wait_for(self._writer.submit(_probe_write), timeout)
+        except StorageUnavailable as exc:
+            return {"status": "storage_unavailable", "reason": exc.reason, "message": str(exc)}
+        except SQLAlchemyError as exc:
+            fault = storage_fault(exc)
+            return {"status": "storage_unavailable", "reason": fault.reason, "message": str(fault)}
+        except asyncio.TimeoutError:
+            return {"status": "storage_unavailable", "reason": "timeout",
+                    "message": f"the database did not answer within {timeout:g} s"}
+        return {"status": "ok"}
+
+    def _ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
+    def _free_bytes(self) -> float:
+        """Free space where the SQLite file lives (PostgreSQL's disk is the server's business)."""
+        db = self.engine.url.database
+        if self.dialect != "sqlite" or not db or db == ":memory:":
+            return float("inf")
+        return shutil.disk_usage(os.path.dirname(os.path.abspath(db))).free
 
     # ---------------------------------------------------------------- reads (sync; wrap with to_thread)
     def get_call(self, call_id: str) -> dict[str, Any] | None:
@@ -357,11 +412,13 @@ class _GroupWriter:
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="livecoach-writer", daemon=True)
         self._closed = False
+        # the last StorageUnavailable while no commit has succeeded since (read by health checks)
+        self.failure: StorageUnavailable | None = None
         self._thread.start()
 
     async def submit(self, op: Callable[[Connection], Any]) -> Any:
         if self._closed:
-            raise StorageUnavailable("storage is closed")
+            raise StorageUnavailable("storage is closed (the server is stopping)", "closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
         self._q.put((op, fut, loop))
@@ -407,6 +464,11 @@ class _GroupWriter:
                 results = [(batch[0][1], batch[0][2], False, exc)]
             else:
                 results = [self._one(op, fut, loop) for op, fut, loop in batch]
+        faults = [value for _, _, ok, value in results if not ok and isinstance(value, StorageUnavailable)]
+        if faults:
+            self.failure = faults[-1]
+        elif any(ok for _, _, ok, _ in results):
+            self.failure = None
         for fut, loop, ok, value in results:
             loop.call_soon_threadsafe(_resolve, fut, ok, value)
 
@@ -432,7 +494,31 @@ def _wrap(exc: SQLAlchemyError) -> Exception:
     if isinstance(exc, IntegrityError):
         return exc
     log.error("storage write failed: %s", exc)
-    return StorageUnavailable(f"storage unavailable: {type(exc.orig if hasattr(exc, 'orig') else exc).__name__}")
+    return storage_fault(exc)
+
+
+def storage_fault(exc: Exception) -> StorageUnavailable:
+    """Name the fault in words a client can act on (details, e.g. the database host, stay in the log)."""
+    text = str(exc).lower()
+    if any(s in text for s in ("disk is full", "no space left", "disk full", "quota")):
+        return StorageUnavailable("storage is full (database or disk full)", "disk_full")
+    if any(s in text for s in ("readonly", "read-only")):
+        return StorageUnavailable("storage is read-only", "read_only")
+    if any(s in text for s in ("connection", "could not connect", "server closed", "terminating",
+                               "timeout expired", "timed out", "unable to open")):
+        return StorageUnavailable("the database is unreachable", "unreachable")
+    orig = getattr(exc, "orig", None) or exc
+    return StorageUnavailable(f"storage failed ({type(orig).__name__})", "error")
+
+
+def _probe_write(conn: Connection) -> None:
+    """The smallest real write: SQLite bumps the header's user_version (one page, so it fails when
+    the disk is full); PostgreSQL runs a statement on the writer's connection."""
+    if conn.dialect.name == "sqlite":
+        v = int(conn.exec_driver_sql("PRAGMA user_version").scalar() or 0)
+        conn.exec_driver_sql(f"PRAGMA user_version = {(v + 1) % 1_000_000}")
+    else:
+        conn.exec_driver_sql("SELECT 1")
 
 
 def _resolve(fut: asyncio.Future, ok: bool, value: Any) -> None:

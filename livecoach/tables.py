@@ -118,3 +118,22 @@ tokens = Table(
     Column("expires_at", DateTime(timezone=True)),
     Column("revoked_at", DateTime(timezone=True)),
 )
+
+# Who viewed or changed a QA note (migration 0003_audit). ``note_version`` is the note's
+# ``updated_at`` after the action: the version that was read or written.
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("token_id", Integer),
+    Column("role", String(16), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("call_id", String(128), nullable=False),
+    Column("note_status", String(16)),
+    Column("note_version", String(40)),
+    Column("client", String(64)),
+    Column("details", JSON, nullable=False),
+    Index("ix_audit_call", "call_id"),
+    Index("ix_audit_actor", "actor"),
+)

@@ -60,7 +60,9 @@ def register(app: typer.Typer) -> None:
     def predict(detector: str = typer.Argument(..., help="sentiment | intent | abuse | an agent behaviour "
                                                          "(emotion_acknowledged, identity_verification_asked, "
                                                          "disclosure_given, resolution_checked)"),
-                file: Path = typer.Argument(..., help="JSONL, one {\"text\": …, \"speaker\"?: …} a line ('-': stdin)"),
+                file: Path = typer.Argument(..., help="JSONL, one {\"text\": …} a line ('-': stdin); sentiment, "
+                                                      "intent and abuse read a line as a customer turn, the "
+                                                      "behaviours as an agent turn"),
                 batch: int = typer.Option(64, help="Utterances per encoder call")) -> None:
         """Write one {"label", "confidence"} line per input line, in order."""
         if detector not in PREDICT_DETECTORS:
@@ -84,7 +86,8 @@ def register(app: typer.Typer) -> None:
             except ValueError as exc:
                 typer.echo(f"livecoach models predict: {file}:{n}: {exc}", err=True)
                 raise typer.Exit(2)
-            sp = r.get("speaker") or ("agent" if detector in PREDICT_DETECTORS[3:] else "customer")
+            # tier 0 scores customer heads on customer turns and behaviours on agent turns only
+            sp = "agent" if detector in PREDICT_DETECTORS[3:] else "customer"
             rows.append({"text": r["text"], "speaker": sp})
         from livecoach.signals._scoring import default_scorer, score_utterances
 

@@ -1,7 +1,7 @@
 """Small numpy heads over the encoder outputs, loaded from ``artefacts/heads.npz`` + ``heads.json``.
 
 A head is a stack of dense layers (ReLU between them) applied to one encoder output (``emb`` or
-``tuned``), then ``softmax(logits / temperature)``. Temperatures are fitted on a held-out
+``tuned``; ``l2``: scaled to unit length first), then ``softmax(logits / temperature)``. Temperatures are fitted on a held-out
 calibration split, so the probabilities are calibrated (ECE is in the model card).
 """
 
@@ -26,14 +26,17 @@ class Head:
     input: str  # "emb" | "tuned"
     temperature: float
     labels: list[str] = field(default_factory=list)
+    l2: bool = False  # the input is scaled to unit length before the first layer
 
     @classmethod
-    def from_arrays(cls, name, weights, biases, input, temperature, labels) -> "Head":
+    def from_arrays(cls, name, weights, biases, input, temperature, labels, l2: bool = False) -> "Head":
         return cls(name, [np.asarray(w, np.float32) for w in weights], [np.asarray(b, np.float32) for b in biases],
-                   input, float(temperature), list(labels))
+                   input, float(temperature), list(labels), bool(l2))
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         h = np.asarray(x, np.float32)
+        if self.l2:
+            h = unit(h)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             h = h @ w + b
             if i < len(self.weights) - 1:
@@ -42,6 +45,12 @@ class Head:
 
     def probs(self, x: np.ndarray) -> np.ndarray:
         return softmax(self.logits(x) / self.temperature)
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length."""
+    x = np.asarray(x, np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -59,7 +68,7 @@ def load_heads(directory: Path = ARTEFACTS) -> dict[str, Head]:
         n = int(h.get("layers", 1))
         out[name] = Head.from_arrays(name, [arrays[f"{name}.W{i}"] for i in range(n)],
                                      [arrays[f"{name}.b{i}"] for i in range(n)], h["input"],
-                                     h.get("temperature", 1.0), h["labels"])
+                                     h.get("temperature", 1.0), h["labels"], h.get("l2", False))
     return out
 
 

@@ -8,6 +8,11 @@ Stages (run all by default, or pick with ``--stage``):
 ``heads``      everything on the exported encoder's features (minutes): the sentiment temperature
                (calibration split), the intent head and its temperature, the abuse head; then
                ``models eval`` figures and the model card.
+
+Every customer head reads the sentiment-tuned branch (``tuned``; intent and abuse scaled to unit
+length), so a customer turn needs one 6-layer pass; agent turns read the unchanged sentence
+embedding (``emb``, agent behaviours). Intent and abuse on ``tuned`` measured at least as good as
+on ``emb`` (dev, 2026-11-23: intent macro-F1 0.993 vs 0.991, abuse 0.742 vs 0.694).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from livecoach.models.encoder import ARTEFACTS, artefact_config
 
 SPLIT, RANK = 3, 16
+CUSTOMER_INPUT = "tuned"  # the encoder output every customer head reads
 
 
 def _log(msg: str) -> None:
@@ -69,6 +75,22 @@ def stage_sentiment(budget_min: float = 25.0, epochs: float = 2.0, resume: bool 
     return cfg
 
 
+def fit_intent_head(x: np.ndarray, y: np.ndarray, input: str = CUSTOMER_INPUT):
+    """The intent head's recipe: an MLP (384-256-5) on unit-length ``x``, its temperature fitted on a
+    random 10 % of the rows (seed 3) held out from the MLP. Returns ``(head, rng)`` (``rng`` goes on
+    to carve the abuse head's calibration rows, as it always has)."""
+    from livecoach.models import heads as H
+
+    x = H.unit(x)
+    rng = np.random.default_rng(3)
+    cal = rng.random(len(y)) < 0.10
+    Ws, bs = H.train_mlp(x[~cal], y[~cal], hidden=256, n_classes=len(H.INTENT_LABELS), epochs=60, seed=0,
+                         class_balance=0.5)
+    head = H.Head.from_arrays("intent", Ws, bs, input, 1.0, list(H.INTENT_LABELS), l2=True)
+    head.temperature = H.fit_temperature(head.logits(x[cal]), y[cal])
+    return head, rng
+
+
 def stage_heads(cache_dir: Path, precision: str = "int8") -> dict:
     """Fit temperatures and the embedding heads on the exported encoder (``precision`` features)."""
     from livecoach.models import heads as H
@@ -88,32 +110,27 @@ def stage_heads(cache_dir: Path, precision: str = "int8") -> dict:
                                  "layers": 1}
     _log(f"sentiment temperature {T:.3f}")
 
-    # intents: MLP over the sentence embedding; temperature on a 10 % carve of train
+    # intents: MLP over the tuned branch; temperature on a 10 % carve of train
     it = intent_splits()
-    f_tr = features("intent_train", it["train"].texts, cache_dir, precision)["emb"]
-    y = np.asarray(it["train"].labels)
-    rng = np.random.default_rng(3)
-    cal = rng.random(len(y)) < 0.10
-    Ws, bs = H.train_mlp(f_tr[~cal], y[~cal], hidden=256, n_classes=len(H.INTENT_LABELS), epochs=60, seed=0,
-                         class_balance=0.5)
-    head = H.Head.from_arrays("intent", Ws, bs, "emb", 1.0, list(H.INTENT_LABELS))
-    T = H.fit_temperature(head.logits(f_tr[cal]), y[cal])
+    f_tr = features("intent_train", it["train"].texts, cache_dir, precision)[CUSTOMER_INPUT]
+    head, rng = fit_intent_head(f_tr, np.asarray(it["train"].labels), CUSTOMER_INPUT)
+    Ws, bs, T = head.weights, head.biases, head.temperature
     _save_heads({f"intent.W{i}": w for i, w in enumerate(Ws)} | {f"intent.b{i}": b for i, b in enumerate(bs)})
-    cfg["heads"]["intent"] = {"labels": list(H.INTENT_LABELS), "input": "emb", "temperature": round(T, 4),
-                              "layers": len(Ws)}
+    cfg["heads"]["intent"] = {"labels": list(H.INTENT_LABELS), "input": CUSTOMER_INPUT, "l2": True,
+                              "temperature": round(T, 4), "layers": len(Ws)}
     _log(f"intent head: {len(Ws)} layers, temperature {T:.3f}")
 
     # abuse: offensive-language head (TweetEval offensive)
     of = offensive_splits()
-    f_of = features("offensive_train", of["train"].texts, cache_dir, precision)["emb"]
+    f_of = H.unit(features("offensive_train", of["train"].texts, cache_dir, precision)[CUSTOMER_INPUT])
     yo = np.asarray(of["train"].labels)
     cal = rng.random(len(yo)) < 0.10
     Ws, bs = H.train_mlp(f_of[~cal], yo[~cal], hidden=0, n_classes=2, epochs=60, seed=0, class_balance=0.0)
-    head = H.Head.from_arrays("abuse", Ws, bs, "emb", 1.0, ["not_offensive", "offensive"])
+    head = H.Head.from_arrays("abuse", Ws, bs, CUSTOMER_INPUT, 1.0, ["not_offensive", "offensive"], l2=True)
     T = H.fit_temperature(head.logits(f_of[cal]), yo[cal])
     _save_heads({f"abuse.W{i}": w for i, w in enumerate(Ws)} | {f"abuse.b{i}": b for i, b in enumerate(bs)})
-    cfg["heads"]["abuse"] = {"labels": ["not_offensive", "offensive"], "input": "emb", "temperature": round(T, 4),
-                             "layers": len(Ws)}
+    cfg["heads"]["abuse"] = {"labels": ["not_offensive", "offensive"], "input": CUSTOMER_INPUT, "l2": True,
+                             "temperature": round(T, 4), "layers": len(Ws)}
     cfg["trained_on"] = str(date.today())
     _write_cfg(cfg)
     return cfg

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import logging
 from typing import Any, Sequence
 
@@ -59,6 +60,10 @@ class NoteDrafter(Stage):
         self.follow_up_calls = int(getattr(settings, "postcall_follow_up_calls", 5))
         self._warm: asyncio.Task | None = None
         self._warm_t1: asyncio.Task | None = None
+        # Drafting scores a whole transcript: a few threads at most, so that calls ending in a burst
+        # queue their notes instead of taking the CPU (and the GIL) from live ingest.
+        self._workers = int(getattr(settings, "postcall_workers", 1))
+        self._pool: ThreadPoolExecutor | None = None
         self.tier1 = _tier1.reader_for(settings, tier1_backend)
         if not self.rubric.approved:
             log.error("postcall: rubric %s v%s is %s: notes will carry an exception instead of a score",
@@ -84,6 +89,9 @@ class NoteDrafter(Stage):
         for task in (self._warm, self._warm_t1):
             if task is not None and not task.done():
                 task.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
     def draft(self, call_id: str) -> dict[str, Any] | None:
         return draft_for_call(self.store, self.rubric, call_id, use_detectors=self.use_detectors,
@@ -93,7 +101,9 @@ class NoteDrafter(Stage):
         if not isinstance(event, CallEnded):
             return ()
         await self._models_ready()
-        body = await asyncio.to_thread(self.draft, event.call_id)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="postcall")
+        body = await asyncio.get_running_loop().run_in_executor(self._pool, self.draft, event.call_id)
         if body is None:
             return ()
         await self.store.run_write(lambda conn: records.after_draft(conn, body))

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
+from livecoach import audit, limits
 from livecoach.auth import Principal, require
 from livecoach.postcall import records
 from livecoach.postcall.records import ReviewError
@@ -40,8 +41,14 @@ async def get_note(call_id: str, request: Request, who: Principal = require("lea
     agent_id = note.pop("agent_id")  # the agent's id can be a name: it stays out of the note JSON
     if who.role == "agent" and (agent_id != who.agent_id or note["status"] not in ("approved", "edited")):
         raise HTTPException(404, f"no note for call {call_id!r} (yet)")
-    if who.role in ("lead", "admin"):
-        await request.app.state.store.run_write(lambda c: records.mark_reviewed(c, call_id, who.name, who.role))
+    client = audit.client_of(request)
+
+    def viewed(c):
+        if who.role in ("lead", "admin"):
+            records.mark_reviewed(c, call_id, who.name, who.role)
+        audit.record(c, who, "view", call_id, client=client)
+
+    await request.app.state.store.run_write(viewed)
     return note
 
 
@@ -49,8 +56,13 @@ async def get_note(call_id: str, request: Request, who: Principal = require("lea
              summary="A lead approves, edits (kept as a diff) or rejects (with a reason) a draft note")
 async def review_note(call_id: str, body: ReviewRequest, request: Request,
                       who: Principal = require("lead")) -> dict[str, Any]:
-    return await _write(request, lambda c: records.decide(c, call_id, who.name, who.role, body.action,
-                                                          body.reason, body.changes))
+    def decide(c):
+        out = records.decide(c, call_id, who.name, who.role, body.action, body.reason, body.changes)
+        audit.record(c, who, body.action, call_id, client=audit.client_of(request),
+                     details={"reason": body.reason} if body.reason else None)
+        return out
+
+    return await _write(request, decide)
 
 
 @router.get("/review/queue", response_model=ReviewQueue,
@@ -66,22 +78,40 @@ async def review_queue(request: Request, limit: int = Query(100, ge=1, le=1000),
 async def post_csat(call_id: str, body: CsatIn, request: Request,
                     who: Principal = require("ingest", "lead")) -> dict[str, Any]:
     low = float(_opt(request, "postcall_low_csat", 4.0))
-    return await _write(request, lambda c: records.late_csat(c, call_id, body.csat, body.source, who.name,
-                                                             who.role, low))
+
+    def csat(c):
+        out = records.late_csat(c, call_id, body.csat, body.source, who.name, who.role, low)
+        if "status" in out:  # the call has a note, and the CSAT changed it
+            audit.record(c, who, "csat", call_id, client=audit.client_of(request),
+                         details={"csat": body.csat, "requeued": out["requeued"]})
+        return out
+
+    return await _write(request, csat)
 
 
 @router.post("/calls/{call_id}/note/self-assessment", summary="The agent's own view of a reviewed call")
 async def self_assessment(call_id: str, body: SelfAssessmentIn, request: Request,
                           who: Principal = require("agent")) -> dict[str, Any]:
     agent = who.agent_id or who.name
-    return await _write(request, lambda c: records.add_self_assessment(c, call_id, agent, body.went_well,
-                                                                       body.struggled, body.context))
+
+    def add(c):
+        out = records.add_self_assessment(c, call_id, agent, body.went_well, body.struggled, body.context)
+        audit.record(c, who, "self_assessment", call_id, client=audit.client_of(request))
+        return out
+
+    return await _write(request, add)
 
 
 @router.post("/coaching/sessions", summary="Record a coaching session: one behaviour, next action, follow-up date")
 async def add_session(body: CoachingSessionIn, request: Request, who: Principal = require("lead")) -> dict[str, Any]:
-    return await _write(request, lambda c: records.add_session(c, body.call_id, who.name, body.criterion,
-                                                               body.next_action, body.follow_up_date, body.notes))
+    def add(c):
+        out = records.add_session(c, body.call_id, who.name, body.criterion, body.next_action,
+                                  body.follow_up_date, body.notes)
+        audit.record(c, who, "coaching_session", body.call_id, client=audit.client_of(request),
+                     details={"criterion": body.criterion})
+        return out
+
+    return await _write(request, add)
 
 
 @router.get("/coaching/sessions", summary="Coaching sessions with follow-up on the agent's later calls "
@@ -97,6 +127,7 @@ async def list_sessions(request: Request, agent_id: str | None = None,
 @router.post("/tickets", response_model=TicketResult,
              summary="Import a closed help-desk ticket; its QA note is drafted like a call's")
 async def post_ticket(ticket: Ticket, request: Request, who: Principal = require("ingest", "lead")) -> dict[str, Any]:
+    limits.take_new_call(request.app, who)  # 429 + Retry-After past the token's new-call rate
     try:
         return await import_ticket(request.app.state.store, request.app.state.bus, ticket)
     except ValueError as exc:

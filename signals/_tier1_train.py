@@ -22,8 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from livecoach.signals._tier1_backends import (KIND_LABEL, MODEL_JSON, MODEL_NPZ, SentenceEncoder, encoder_dir,
-                                               features, normalise)
+from livecoach.signals._tier1_backends import KIND_LABEL, features, load_encoder, model_files, normalise, window_text
 
 LABELS = ("churn", "escalation_request", "complaint", "upgrade_interest", "none")
 LABEL_KIND = {v: k for k, v in KIND_LABEL.items()}
@@ -54,7 +53,7 @@ def _turns(call: dict) -> list[tuple[str, str]]:
 
 
 def build_dialogues(side: str, *, context_turns: int = 6, per_label: int | None = None, seed: int = 11,
-                    natural: int = 400, root: Path | None = None) -> list[Dialogue]:
+                    natural: int = 400, root: Path | None = None, min_words: int = 1) -> list[Dialogue]:
     """Dialogues for ``side`` = train | dev (see the module doc for how they are made)."""
     from livecoach.models.data import INTENT_LABELS, INTENT_LOOKALIKES, intent_splits
 
@@ -93,12 +92,13 @@ def build_dialogues(side: str, *, context_turns: int = 6, per_label: int | None 
             before = turns[:rng.choice(cust)]
             out.append(Dialogue(text, tuple(before[-(context_turns - 1):]) + (("customer", text),),
                                 INTENT_LABELS[y], "hard_case"))
-    # natural, untouched customer turns from the same calls: calm-call negatives
+    # natural, untouched customer turns from the same calls: calm-call negatives, short ones included
+    # (closings like "bye" / "you too bye bye" are what tier-0 most often mistakes for churn)
     nat: list[Dialogue] = []
     for call in calls:
         turns = _turns(call)
         for i, (s, txt) in enumerate(turns):
-            if s == "customer" and len(txt.split()) >= 3:
+            if s == "customer" and len(txt.split()) >= min_words and normalise(txt):
                 nat.append(Dialogue(txt, tuple(turns[max(0, i - context_turns + 1):i + 1]), "none", "harper_valley"))
     rng.shuffle(nat)
     out += nat[:natural]
@@ -110,9 +110,10 @@ class CachedEncoder:
     """Wraps a SentenceEncoder with an on-disk text -> vector cache (training and evaluation only:
     building dialogues re-uses the same calls and messages many times)."""
 
-    def __init__(self, enc: SentenceEncoder, path: Path):
+    def __init__(self, enc, path: Path):
         self.enc, self.path = enc, Path(path)
         self.cache: dict[str, np.ndarray] = {}
+        self.encoded = 0  # texts actually run through the encoder (cache misses)
         if self.path.exists():
             z = np.load(self.path, allow_pickle=False)
             self.cache = dict(zip(z["keys"].tolist(), z["vecs"]))
@@ -120,6 +121,7 @@ class CachedEncoder:
     def encode(self, texts: Sequence[str], batch: int = 32) -> np.ndarray:
         todo = sorted({t for t in texts if t not in self.cache}, key=len)
         if todo:
+            self.encoded += len(todo)
             for t, v in zip(todo, self.enc.encode(todo, batch)):
                 self.cache[t] = v
         return np.stack([self.cache[t] for t in texts])
@@ -130,9 +132,16 @@ class CachedEncoder:
         np.savez(self.path, keys=np.array(keys), vecs=np.stack([self.cache[k] for k in keys]))
 
 
-def cached_encoder(encoder: str, cache_dir: Path, threads: int) -> CachedEncoder:
-    enc = SentenceEncoder(encoder_dir(encoder, cache_dir), threads)
-    return CachedEncoder(enc, Path(cache_dir) / f"tier1_embeddings_{encoder}.npz")
+def cached_encoder(encoder: str, cache_dir: Path, threads: int, precision: str = "int8") -> CachedEncoder:
+    """The runtime encoder (``load_encoder``) behind a cache keyed by encoder, precision and export."""
+    enc = load_encoder(encoder, cache_dir, threads, precision)
+    if encoder == "mpnet":
+        from livecoach.signals._tier1_mpnet import EXPORT_VERSION
+
+        key = f"mpnet-v{EXPORT_VERSION}-{precision}"
+    else:
+        key = encoder
+    return CachedEncoder(enc, Path(cache_dir) / f"tier1_embeddings_{key}.npz")
 
 
 def encode(dialogues: Sequence[Dialogue], enc) -> np.ndarray:
@@ -149,12 +158,16 @@ def encode(dialogues: Sequence[Dialogue], enc) -> np.ndarray:
 
 
 def train(encoder: str, cache_dir: Path, *, threads: int = 2, per_label: int = 500, natural: int = 600,
-          out_npz: Path = MODEL_NPZ, out_json: Path = MODEL_JSON) -> dict:
+          precision: str = "int8", out_npz: Path | None = None, out_json: Path | None = None) -> dict:
+    """Fit the window classifier on ``encoder`` and write its artefact (by default the committed
+    one for that encoder, :func:`model_files`)."""
     from sklearn.linear_model import LogisticRegression
 
+    npz0, json0 = model_files(encoder)
+    out_npz, out_json = out_npz or npz0, out_json or json0
     dl = build_dialogues("train", per_label=per_label, natural=natural)
-    _progress(f"{len(dl)} training dialogues; encoder {encoder}")
-    enc = cached_encoder(encoder, cache_dir, threads)
+    _progress(f"{len(dl)} training dialogues; encoder {encoder}" + (f" ({precision})" if encoder == "mpnet" else ""))
+    enc = cached_encoder(encoder, cache_dir, threads, precision)
     t0 = time.monotonic()
     X = encode(dl, enc)
     enc_s = time.monotonic() - t0
@@ -169,8 +182,13 @@ def train(encoder: str, cache_dir: Path, *, threads: int = 2, per_label: int = 5
     np.savez_compressed(out_npz, W=W, b=b)
     counts = {lab: int((y == i).sum()) for i, lab in enumerate(LABELS)}
     meta = {"encoder": encoder, "labels": list(LABELS), "temperature": 1.0, "features": "[u, w, u*w]",
+            **({"precision": precision, "runtime": "onnxruntime, one text per run"} if encoder == "mpnet"
+               else {"runtime": "torch fp32"}),
             "trained": date.today().isoformat(), "train_dialogues": len(dl), "train_counts": counts,
-            "train_encode_seconds": round(enc_s, 1), "C": 2.0}
+            "train_encode_seconds": round(enc_s, 1), "train_texts_encoded": enc.encoded,
+            "train_texts_from_cache": len({normalise(d.target) or "." for d in dl} | {window_text(d.window) or "."
+                                                                                      for d in dl}) - enc.encoded,
+            "C": 2.0}
     out_json.write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
@@ -239,12 +257,14 @@ def compare(dialogues: Sequence[Dialogue], p0: np.ndarray, p1: np.ndarray, polic
             "per_kind": per_kind}
 
 
-def tier1_probs(dialogues: Sequence[Dialogue], cache_dir: Path, threads: int = 2,
-                npz: Path = MODEL_NPZ, meta_path: Path = MODEL_JSON) -> tuple[np.ndarray, dict]:
+def tier1_probs(dialogues: Sequence[Dialogue], cache_dir: Path, threads: int = 2, encoder: str = "minilm",
+                npz: Path | None = None, meta_path: Path | None = None) -> tuple[np.ndarray, dict]:
     """The committed tier-1 model's probabilities (same maths as the runtime backend, cached encoder)."""
+    npz0, json0 = model_files(encoder)
+    npz, meta_path = npz or npz0, meta_path or json0
     meta = json.loads(Path(meta_path).read_text())
     arr = np.load(npz)
-    enc = cached_encoder(meta.get("encoder", "minilm"), cache_dir, threads)
+    enc = cached_encoder(meta.get("encoder", "minilm"), cache_dir, threads, meta.get("precision", "int8"))
     x = features(enc, [d.target for d in dialogues], [d.window for d in dialogues])
     enc.save()
     z = (x @ arr["W"] + arr["b"]) / float(meta.get("temperature", 1.0))

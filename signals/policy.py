@@ -261,7 +261,7 @@ class SignalPolicy(Stage):
             details["route"] = route
             details["alert"] = is_alert(route)
         if tier1 is not None:
-            details["tier1"] = {"backend": tier1.backend, "probability": round(conf, 4),
+            details["tier1"] = {"backend": tier1.backend, "model": tier1.model, "probability": round(conf, 4),
                                 "latency_ms": round(tier1.latency_s * 1000, 1)}
         ident = ""
         if supersedes:
@@ -279,7 +279,7 @@ class SignalPolicy(Stage):
                    "phase": self._phase, "tier0_confidence": round(float(sig.confidence), 4),
                    "cue_number": state["cue"]["sent"] + 1}
         if tier1 is not None:
-            details["tier1"] = {"backend": tier1.backend, "probability": round(conf, 4),
+            details["tier1"] = {"backend": tier1.backend, "model": tier1.model, "probability": round(conf, 4),
                                 "latency_ms": round(tier1.latency_s * 1000, 1)}
         self.stats["agent_cues"] += 1
         return Signal(call_id=sig.call_id, kind=sig.kind, confidence=round(conf, 4), tier=tier, audience="agent",

@@ -26,6 +26,7 @@ from sqlalchemy import insert, select
 
 from livecoach import tables as T
 from livecoach.auth import Principal, require, ws_authenticate
+from livecoach.limits import admit_socket, strict_json, text_frame_bytes
 from livecoach.signals._metrics import PrometheusCollector, signal_metrics
 from livecoach.signals._prompt_hub import PromptHub, cue_frame
 from livecoach.signals.routing import DESKS, route_for
@@ -211,6 +212,8 @@ async def prompts(ws: WebSocket, agent_id: str):
         await ws.accept()
         await ws.close(code=4403, reason="an agent receives only its own cues")
         return
+    if not await admit_socket(ws, p):  # over the token's socket or new-call limit: 4429
+        return
     await ws.accept()
     hub = PromptHub.for_app(ws.app)
     q = hub.connect(agent_id)
@@ -232,8 +235,10 @@ async def prompts(ws: WebSocket, agent_id: str):
         pumper = asyncio.create_task(pump())
         try:
             while True:
-                raw = await ws.receive_text()
-                await _on_frame(ws, send, p, raw)
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(msg.get("code", 1000))
+                await _on_frame(ws, send, p, msg.get("text"), msg.get("bytes"))
         finally:
             pumper.cancel()
     except WebSocketDisconnect:
@@ -242,15 +247,26 @@ async def prompts(ws: WebSocket, agent_id: str):
         hub.disconnect(agent_id, q)
 
 
-async def _on_frame(ws: WebSocket, send, p: Principal, raw: str) -> None:
+async def _on_frame(ws: WebSocket, send, p: Principal, raw: str | None, binary: bytes | None = None) -> None:
+    limit = ws.app.state.settings.max_frame_bytes
+    if raw is None:
+        await send({"type": "error", "code": "binary_not_accepted",
+                    "message": "this socket takes JSON text frames"})
+        return
+    if text_frame_bytes(raw) > limit:
+        await send({"type": "error", "code": "frame_too_large",
+                    "message": f"frame is {text_frame_bytes(raw)} bytes; the limit is {limit}"})
+        return
     try:
-        data = json.loads(raw)
+        data = strict_json(raw)
         if not isinstance(data, dict) or data.get("type") != "response":
             raise ValueError('send {"type": "response", "signal_id": ..., "action": "accepted|dismissed|ignored"}')
         body = ResponseIn.model_validate({k: data.get(k) for k in ("action", "reason") if k in data})
-        sid = str(data.get("signal_id") or "")
-        if not sid:
+        sid = data.get("signal_id")
+        if sid is None or sid == "":
             raise ValueError("signal_id is missing")
+        if not isinstance(sid, str) or len(sid) > 128 or not sid.isprintable():
+            raise ValueError("signal_id must be the cue's id: a string of at most 128 printable characters")
     except (ValueError, ValidationError) as exc:
         await send({"type": "error", "code": "bad_frame", "message": str(exc)[:300]})
         return

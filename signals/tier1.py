@@ -12,8 +12,9 @@ re-scores a tier-0 signal, off the hot path.
   tier-1 switched off) **the tier-0 decision stands**. Tier-0 lead signals are never held back
   for tier-1: they are emitted before the case is even queued.
 
-Backends (``settings.tier1_backend``): ``model`` (default: the window classifier trained here, see
-``signals/tier1_model.md``), ``chat`` (an OpenAI-compatible chat endpoint, see
+Backends (``settings.tier1_backend``): ``model`` (default: the window classifier trained here on
+all-mpnet-base-v2, or on all-MiniLM-L6-v2 when the mpnet parts are not installed — the fallback,
+logged; see ``signals/tier1_model.md``), ``chat`` (an OpenAI-compatible chat endpoint, see
 ``signals/_tier1_backends.py`` for how far it is tested) and ``off``.
 """
 
@@ -46,8 +47,9 @@ class Tier1Verdict:
     outcome: str  # scored | dropped | timeout | error | abstained | off
     probability: float | None = None
     latency_s: float = 0.0
-    backend: str = ""
+    backend: str = ""  # e.g. model:mpnet, model:minilm, chat
     detail: str = ""
+    model: str = ""  # the model that gave the verdict, in words (e.g. "window classifier on mpnet (int8), …")
 
     @property
     def has_score(self) -> bool:
@@ -195,6 +197,8 @@ class Tier1Escalation:
                     log.warning("tier-1 %s failed on %s/%s: %s", self.backend.name, case.call_id, case.kind, exc)
                     verdict = Tier1Verdict("error", backend=self.backend.name, detail=type(exc).__name__)
             verdict.latency_s = time.monotonic() - t0
+            verdict.backend = self.backend.name  # after loading: a fallback model renames the backend
+            verdict.model = str(getattr(self.backend, "model", "") or self.backend.name)
             self.stats.counts[verdict.outcome] += 1
             if verdict.outcome == "scored":
                 self.stats.latencies.append(verdict.latency_s)
@@ -206,7 +210,8 @@ class Tier1Escalation:
     def snapshot(self) -> dict[str, Any]:
         c = self.stats.counts
         return {
-            "backend": self.backend.name, "ready": self.ready, "queue_depth": self.depth,
+            "backend": self.backend.name, "model": str(getattr(self.backend, "model", "") or self.backend.name),
+            "ready": self.ready, "queue_depth": self.depth,
             "queue_size": self.queue_size, "timeout_s": self.timeout_s,
             "submitted": c["submitted"], "scored": c["scored"], "dropped": c["dropped"],
             "timeout": c["timeout"], "error": c["error"], "abstained": c["abstained"],

@@ -7,7 +7,7 @@ table entry keeps, next to the stage's own state, a marker of what the stage has
 * events with a ``seq`` (the stored call events) — which seqs were handled;
 * events another stage produced — the producing stage and the source offset/index they came from,
   carried in the ``lc-origin`` header (a re-produced duplicate has a new offset of its own but the
-  same origin).
+  same origin); every origin is kept, since after a takeover they can arrive out of order.
 
 A seen event is skipped. Outputs are delivered (broker-acknowledged) *before* the table entry that
 marks their input as applied is written, and Faust flushes the producer before committing offsets,
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ORIGIN_HEADER = "lc-origin"
 _CACHE_MAX = 20_000
+_ORIGINS_MAX = 4_000
 
 
 def _header(headers: Any, name: str) -> str | None:
@@ -59,6 +60,38 @@ class _SeqMarks:
             above.discard(hw)
         mark["hw"] = hw
         mark["above"] = sorted(s for s in above if s > hw)
+
+
+class _OriginMarks:
+    """Source positions (offset, index) already applied for one producer and source topic of one call.
+
+    Not a high-water mark: after a takeover a partition is read again from its committed offset, so
+    an output made from an earlier source offset can arrive after one made from a later offset and
+    must still count. Every position is kept (a call has a few hundred events at most); past
+    ``_ORIGINS_MAX`` the older half folds into a floor below which everything counts as seen.
+    """
+
+    @staticmethod
+    def seen(mark: Any, pos: list[int]) -> bool:
+        if not mark:
+            return False
+        if isinstance(mark, list):  # an entry written before positions were kept: a high-water mark
+            return pos <= mark
+        floor = mark.get("floor")
+        return (floor is not None and pos <= floor) or pos in mark.get("seen", [])
+
+    @staticmethod
+    def add(mark: Any, pos: list[int]) -> dict[str, Any]:
+        if not isinstance(mark, dict):
+            mark = {"floor": mark} if mark else {}
+        seen = sorted([*mark.get("seen", []), pos])
+        if len(seen) > _ORIGINS_MAX:
+            cut = len(seen) // 2
+            floor = seen[cut - 1]
+            mark["floor"] = max(floor, mark["floor"]) if mark.get("floor") else floor
+            seen = seen[cut:]
+        mark["seen"] = seen
+        return mark
 
 
 class StageRunner:
@@ -121,7 +154,7 @@ class StageRunner:
         if origin:
             producer, src, off, idx = origin.rsplit("|", 3)
             mkey, mval = f"{producer}|{src}", [int(off), int(idx)]
-            if mkey in marks and mval <= marks[mkey]:
+            if _OriginMarks.seen(marks.get(mkey), mval):
                 self.skipped += 1
                 return
         elif getattr(event, "seq", None) is not None:
@@ -151,7 +184,7 @@ class StageRunner:
             await asyncio.gather(*pending)  # on the broker before the input counts as applied
         if mkey is not None:
             if origin:
-                marks[mkey] = mval
+                marks[mkey] = _OriginMarks.add(marks.get(mkey), mval)
             else:
                 _SeqMarks.add(marks.setdefault(mkey, {}), event.seq)
         if isinstance(event, CallEnded):

@@ -69,6 +69,41 @@ async def ensure_topics(servers: str, names: Iterable[str], partitions: int, *, 
         await admin.close()
 
 
+async def pin_start_offsets(servers: str, group: str, names: Iterable[str]) -> int:
+    """Commit the first offset of every partition of ``names`` that ``group`` has never committed.
+
+    Faust commits a partition with no committed offset from whatever it acknowledged first, so a
+    record it skipped at the very start of a partition (a rebalance race) would be committed past
+    unseen. With a start offset on record, such a gap holds the commit back instead, where the
+    worker's check finds it and reads the records again (see ``faust_app._reread_lost_offsets``).
+    Returns how many partitions were pinned; a group that is already running is left as it is.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = []
+        for n in names:
+            parts = consumer.partitions_for_topic(n)
+            if parts is None:
+                await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+                parts = consumer.partitions_for_topic(n) or set()
+            tps += [TopicPartition(n, p) for p in parts]
+        missing = [tp for tp in tps if await consumer.committed(tp) is None]
+        if not missing:
+            return 0
+        starts = await consumer.beginning_offsets(missing)
+        try:
+            await consumer.commit({tp: starts[tp] for tp in missing})
+        except Exception as exc:  # the group has live members: they hold the offsets
+            log.info("start offsets for %s not pinned (%s)", group, exc)
+            return 0
+        return len(missing)
+    finally:
+        await consumer.stop()
+
+
 async def group_lag(servers: str, group: str, names: Iterable[str], *, detail: dict | None = None) -> dict[str, int]:
     """Messages each topic holds beyond what consumer group ``group`` has committed (``detail`` gets
     ``{"topic/partition": (committed, end)}`` for every partition that lags)."""

@@ -22,7 +22,6 @@ start frame names one). Authenticate with an ingest token (``Authorization: Bear
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
@@ -34,6 +33,7 @@ from pydantic import TypeAdapter, ValidationError
 from livecoach.auth import Principal, require, ws_authenticate
 from livecoach.bus import CALLS
 from livecoach.events import CallId, CallStarted
+from livecoach.limits import UnstorableText, admit_socket, strict_json, text_frame_bytes
 from livecoach.stream._voice import SUPPORTED_RATES, ChannelSession, voice_service
 from livecoach.stream.ingest import ClientFrames
 
@@ -103,7 +103,7 @@ def parse_start(data: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, 
         return None, error_frame("unsupported_format", f"encoding {enc!r} is not supported; send pcm_s16le "
                                                        "(16-bit little-endian PCM)")
     rate = data.get("sample_rate")
-    if rate not in SUPPORTED_RATES or isinstance(rate, bool):
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate not in SUPPORTED_RATES:  # 16000.0 is not a rate
         return None, error_frame("unsupported_format", f"sample_rate {rate!r} is not supported; send 8000 or 16000")
     if data.get("channels", 1) != 1:
         return None, error_frame("unsupported_format", "audio must be mono (one socket per channel)")
@@ -164,6 +164,8 @@ async def call_audio(ws: WebSocket, call_id: str) -> None:
         await ws.accept()
         await ws.close(code=4400, reason="channel must be agent or customer (?channel=…)")
         return
+    if not await admit_socket(ws, principal):  # over the token's socket or new-call limit: 4429
+        return
     app = ws.app
     settings, metrics = app.state.settings, app.state.metrics
     await ws.accept()
@@ -202,12 +204,16 @@ async def call_audio(ws: WebSocket, call_id: str) -> None:
             raw = msg.get("text")
             if raw is None:
                 continue
-            if len(raw) > settings.max_frame_bytes:
-                await refuse("frame_too_large", f"text frame is {len(raw)} bytes; the limit is "
+            size = text_frame_bytes(raw)
+            if size > settings.max_frame_bytes:
+                await refuse("frame_too_large", f"text frame is {size} bytes; the limit is "
                                                 f"{settings.max_frame_bytes}")
                 continue
             try:
-                frame = json.loads(raw)
+                frame = strict_json(raw)
+            except UnstorableText as exc:
+                await refuse("invalid_text", f"frame refused: {exc}")
+                continue
             except ValueError as exc:
                 await refuse("invalid_json", f"frame is not valid JSON: {exc}")
                 continue

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 from livecoach.pipeline import Stage
 from livecoach.stream._faust_runner import StageRunner
-from livecoach.stream._kafka_admin import all_topic_names, bootstrap_servers, ensure_topics, topic_name
+from livecoach.stream._kafka_admin import (all_topic_names, bootstrap_servers, ensure_topics, pin_start_offsets,
+                                           topic_name)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
             except Exception:
                 log.exception("stage %s failed to stop", r.stage.name)
 
+    lost_seen: dict[Any, Any] = {}
+
     @app.timer(5.0)
     async def _watchdog() -> None:
         now = asyncio.get_running_loop().time()
@@ -149,6 +152,7 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
             if r.busy and now - r.busy[2] > 10:
                 log.warning("stage %s stuck in %s for call %s for %.0f s", r.stage.name, r.busy[0], r.busy[1],
                             now - r.busy[2])
+        await _reread_lost_offsets(app, lost_seen)
 
     @app.task
     async def _start_stages() -> None:  # load models before the first event, not during it
@@ -157,6 +161,54 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
         log.info("livecoach worker %s ready: stages %s", role, ", ".join(r.stage.name for r in wa.runners))
 
     return wa
+
+
+def _lost_offsets(consumer) -> dict[Any, tuple[int, int]]:
+    """Partitions whose commits can never advance: offsets ``[committed, first acked)`` were fetched
+    but never reached a stage, and nothing of them is in flight.
+
+    Faust commits a partition only through consecutive acknowledged offsets. Records fetched just
+    before a rebalance (message of the old generation, or fetched while flow was stopped) are
+    skipped by the stream without an ack; normally the seek to the committed offset after the
+    rebalance fetches them again, but when they were fetched after that seek they are gone for
+    good: every later record is handled, yet the commit stays put and a restart replays it all.
+    Seen with tansu in about 1 takeover in 4 (docs/scale-out.md).
+    """
+    out: dict[Any, tuple[int, int]] = {}
+    in_flight = {m.tp for m in consumer._unacked_messages}
+    for tp, acked in list(consumer._acked.items()):
+        committed = consumer._committed_offset.get(tp)
+        if not acked or committed is None or tp in in_flight:
+            continue
+        first = min(acked)
+        if first - committed > 1:  # the condition under which Faust's _new_offset refuses to commit
+            out[tp] = (committed, first)
+    return out
+
+
+async def _reread_lost_offsets(app, seen: dict[Any, tuple[int, int]]) -> None:
+    """Seek partitions with lost offsets back to their committed offset (twice seen, 5 s apart), so
+    the lost records are fetched and handled again; StageRunner skips whatever was already applied."""
+    if app.in_recovery or not app.flow_control.is_active():
+        seen.clear()
+        return
+    try:
+        lost = _lost_offsets(app.consumer)
+    except Exception:  # a Faust upgrade moved its internals: say so once, never stop the worker
+        if not seen.get("_warned"):
+            seen["_warned"] = True
+            log.warning("cannot check Faust's commit progress (internals changed?)", exc_info=True)
+        return
+    for tp, (committed, first) in lost.items():
+        if seen.get(tp) == (committed, first):
+            log.warning("partition %s/%s: offsets %d-%d were skipped during a rebalance and never handled; "
+                        "reading them again", tp.topic, tp.partition, committed, first - 1)
+            await app.consumer.seek(tp, committed)
+            seen.pop(tp, None)
+        else:
+            seen[tp] = (committed, first)
+    for tp in [t for t in seen if t != "_warned" and t not in lost]:
+        seen.pop(tp, None)
 
 
 def _agent_fn(runner: StageRunner, topic: str):
@@ -187,6 +239,10 @@ def run_worker(settings, *, role: str = "all", only: Sequence[str] | None = None
         if not stages:
             raise ValueError("this worker has no stage to run")
         wa = build_app(settings, stages, role=role, web_port=web_port, commit_interval_s=commit_interval_s)
+        consumed = {topic_name(settings.kafka_topic_prefix, t) for s in stages for t in s.consumes}
+        pinned = asyncio.run(pin_start_offsets(servers, wa.group, sorted(consumed)))
+        if pinned:
+            log.info("pinned start offsets of %d partitions for group %s", pinned, wa.group)
         worker = faust.Worker(wa.app, loglevel=loglevel, quiet=True)
         try:
             worker.execute_from_commandline()

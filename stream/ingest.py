@@ -5,24 +5,31 @@ Frames the server sends:
   ``{"type": "ack", "seq"}``                               after the event is durably stored
   ``{"type": "ack", "seq", "duplicate": true}``            an identical resend; stored once
   ``{"type": "error", "seq", "code", "message"}``         nothing was stored; the socket stays open
+  (storage_unavailable adds ``reason``: disk_full, unreachable …, send it again later; after reason
+  timeout the event may yet be stored, and the identical resend is acked once)
 
 Clients may pipeline: acks and errors come back in the order the events were sent.
+A token over its socket or new-call limit (livecoach/limits.py) gets one error frame naming the limit,
+then close code 4429.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from livecoach.auth import ws_authenticate
 from livecoach.bus import CALLS
 from livecoach.events import INBOUND_TYPES, CallId, inbound_adapter
-from livecoach.store import StorageUnavailable
+from livecoach.limits import UnstorableText, admit_socket, strict_json, text_frame_bytes
+from livecoach.store import StorageUnavailable, storage_fault
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -59,7 +66,9 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
 def parse_inbound(raw: str | bytes | None, call_id: str, max_text_chars: int):
     """Turn one text frame into an event, or an error frame naming what is wrong."""
     try:
-        data = json.loads(raw)
+        data = strict_json(raw)
+    except UnstorableText as exc:
+        return None, error_frame("invalid_text", f"frame refused: {exc}")
     except (TypeError, ValueError) as exc:
         return None, error_frame("invalid_json", f"frame is not valid JSON: {exc}")
     if not isinstance(data, dict):
@@ -91,9 +100,35 @@ def parse_inbound(raw: str | bytes | None, call_id: str, max_text_chars: int):
 _CALL_ID = __import__("pydantic").TypeAdapter(CallId)
 
 
+def _stored_late(app, bus, call_id: str, ev, fut: asyncio.Future) -> None:
+    """An event answered ``timeout`` that the store committed after all still goes down the pipeline."""
+    if fut.cancelled() or fut.exception() is not None or fut.result().outcome != "stored":
+        return
+    app.state.metrics["events_stored"] += 1
+    asyncio.ensure_future(bus.publish(CALLS, call_id, ev))
+
+
+async def _refuse_storage_down(ws: WebSocket, call_id: str, exc: Exception) -> None:
+    """No ``ready`` without storage: say why in an error frame, then close with 1013 (try again later)."""
+    fault = exc if isinstance(exc, StorageUnavailable) else storage_fault(exc)
+    log.warning("ingest %s refused at connect: %s (%s)", call_id, fault, exc)
+    try:
+        if ws.client_state.name == "CONNECTING":
+            await ws.accept()
+        await ws.send_json(error_frame("storage_unavailable", f"{fault}; connect again later",
+                                       reason=fault.reason))
+        await ws.close(code=1013, reason=str(fault)[:120])
+    except Exception:  # the client left already
+        pass
+
+
 @router.websocket("/v1/calls/{call_id}/events")
 async def call_events(ws: WebSocket, call_id: str) -> None:
-    principal = await ws_authenticate(ws, ("ingest",))
+    try:
+        principal = await ws_authenticate(ws, ("ingest",))
+    except SQLAlchemyError as exc:  # the token could not be checked: the database is down
+        await _refuse_storage_down(ws, call_id, exc)
+        return
     if principal is None:
         return
     try:
@@ -102,10 +137,20 @@ async def call_events(ws: WebSocket, call_id: str) -> None:
         await ws.accept()
         await ws.close(code=4400, reason="invalid call_id: use letters, digits and . _ : - (max 128)")
         return
+    if not await admit_socket(ws, principal):  # over the token's socket or new-call limit: 4429
+        return
     app = ws.app
     store, bus, settings = app.state.store, app.state.bus, app.state.settings
     await ws.accept()
-    call = await asyncio.to_thread(store.get_call_header, call_id)
+    try:
+        call = await asyncio.wait_for(asyncio.to_thread(store.get_call_header, call_id), settings.storage_timeout_s)
+    except SQLAlchemyError as exc:
+        await _refuse_storage_down(ws, call_id, exc)
+        return
+    except asyncio.TimeoutError:
+        await _refuse_storage_down(ws, call_id, StorageUnavailable(
+            f"the database did not answer within {settings.storage_timeout_s:g} s", "timeout"))
+        return
     await ws.send_json({"type": "ready", "call_id": call_id,
                         "next_seq": (call["last_seq"] + 1) if call else 1,
                         "status": call["status"] if call else "new"})
@@ -114,7 +159,10 @@ async def call_events(ws: WebSocket, call_id: str) -> None:
     send = ClientFrames(ws)
 
     async def answer() -> None:
+        stalled = False  # the store missed a deadline: the answers queued behind it do not wait again
         while True:
+            if pending.empty():
+                stalled = False  # what comes next was sent after that answer: it gets its own deadline
             item = await pending.get()
             if item is None:
                 return
@@ -123,10 +171,20 @@ async def call_events(ws: WebSocket, call_id: str) -> None:
                 await send(fut_or_frame)
                 continue
             try:
-                res = await fut_or_frame
+                res = await asyncio.wait_for(asyncio.shield(fut_or_frame),
+                                             0 if stalled else settings.storage_timeout_s)
+                stalled = False
+            except asyncio.TimeoutError:
+                stalled = True
+                fut_or_frame.add_done_callback(functools.partial(_stored_late, app, bus, call_id, ev))
+                await send(error_frame("storage_unavailable",
+                                       f"storage did not answer within {settings.storage_timeout_s:g} s; the event "
+                                       "may still be stored: send it again (an identical resend is acked once)",
+                                       ev.seq, reason="timeout"))
+                continue
             except StorageUnavailable as exc:
                 await send(error_frame("storage_unavailable", f"{exc}; not stored, send it again later",
-                                               ev.seq))
+                                       ev.seq, reason=exc.reason))
                 continue
             except Exception as exc:  # never let one event kill the connection
                 log.exception("storing %s/%s failed", call_id, ev.seq)
@@ -154,9 +212,10 @@ async def call_events(ws: WebSocket, call_id: str) -> None:
                                                      f"/v1/calls/{call_id}/audio")))
                 continue
             raw = msg.get("text")
-            if raw is not None and len(raw) > settings.max_frame_bytes:
+            size = text_frame_bytes(raw) if raw is not None else 0
+            if size > settings.max_frame_bytes:
                 await pending.put((None, error_frame("frame_too_large",
-                                                     f"frame is {len(raw)} bytes; the limit is {settings.max_frame_bytes}")))
+                                                     f"frame is {size} bytes; the limit is {settings.max_frame_bytes}")))
                 continue
             ev, err = parse_inbound(raw, call_id, settings.max_text_chars)
             if err is not None:

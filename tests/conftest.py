@@ -57,10 +57,11 @@ class Server:
 def start_server(settings: Settings, *, agent_ids=("alice",)) -> tuple[Server, uvicorn.Server, threading.Thread]:
     from livecoach.app import create_app
     from livecoach.auth import TokenStore
+    from livecoach.limits import ws_max_size
 
     app = create_app(settings)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="warning",
-                                        lifespan="on", ws_max_size=settings.max_frame_bytes * 2))
+                                        lifespan="on", ws_max_size=ws_max_size(settings)))
     th = threading.Thread(target=srv.run, daemon=True)
     th.start()
     url = f"http://127.0.0.1:{settings.port}"

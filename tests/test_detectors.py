@@ -113,6 +113,27 @@ def test_intent_probabilities_are_a_distribution(scorer):
     assert abs(sum(s.intent_probs.values()) - 1) < 1e-3 and abs(sum(s.sentiment_probs.values()) - 1) < 1e-3
 
 
+def test_each_speaker_runs_only_the_branch_its_detectors_read(scorer, monkeypatch):
+    """Customer turns: the tuned branch (sentiment, intent, abuse); agent turns: the sentence
+    embedding (behaviours). One 6-layer pass per utterance, never both branches."""
+    asked: list[dict[str, int]] = []
+    real = scorer.encoder.encode_groups
+
+    def recording(groups):
+        asked.append({o: len(t) for o, t in groups.items()})
+        return real(groups)
+
+    monkeypatch.setattr(scorer.encoder, "encode_groups", recording)
+    cust = _one(scorer, "i want to speak to a manager")
+    agent = _one(scorer, "is there anything else i can help you with", "agent")
+    mixed = scorer.score([("get me a supervisor", "customer"), ("thanks for calling", "agent"),
+                          ("close my account", "customer")])
+    assert asked == [{"tuned": 1}, {"emb": 1}, {"tuned": 2, "emb": 1}]
+    assert cust.intent == "escalation_request" and cust.behaviours == {}
+    assert agent.sentiment_probs == {} and agent.intent_probs == {} and "resolution_checked" in agent.behaviour_flags
+    assert [m.intent for m in mixed] == ["escalation_request", "none", "churn"] and mixed[1].intent_probs == {}
+
+
 # ---- agent behaviours ---------------------------------------------------------------------------
 
 def test_agent_behaviours_on_hand_labelled_harper_valley_calls(scorer):

