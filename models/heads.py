@@ -1,8 +1,9 @@
 """Small numpy heads over the encoder outputs, loaded from ``artefacts/heads.npz`` + ``heads.json``.
 
 A head is a stack of dense layers (ReLU between them) applied to one encoder output (``emb`` or
-``tuned``; ``l2``: scaled to unit length first), then ``softmax(logits / temperature)``. Temperatures are fitted on a held-out
-calibration split, so the probabilities are calibrated (ECE is in the model card).
+``tuned``; ``l2``: scaled to unit length first), then ``softmax(logits / temperature)``.
+Temperatures are fitted on a held-out calibration split, so the probabilities are calibrated (ECE is
+in the model card).
 """
 
 from __future__ import annotations

@@ -16,8 +16,10 @@ Two sets, reported apart:
    tier-0 or tier-1; churn, escalation request, complaint, upgrade interest, and look-alikes that
    are none) inserted as a customer turn, normalised to Harper Valley style, at a random point of
    one of the 20 Harper Valley calls tier-1 did not train on; later turns move back by the new
-   turn's length. One insertion per call. Precision and recall per kind against the inserted label
-   (the call's own turns keep their hand labels: none).
+   turn's length. One insertion per call; the 52 hand-written hard cases of
+   ``models/data/intent_hard_cases.jsonl`` are inserted too. Precision and recall per intent kind
+   against the inserted label (the call's own turns keep their hand labels: none). Frustration and
+   abuse are not constructed, so their signals here are listed as unjudged.
 """
 
 from __future__ import annotations
@@ -139,15 +141,25 @@ def lead_feed(sigs: list) -> list:
             and s.id not in withdrawn and not (s.tier == 1 and s.details.get("supersedes"))]
 
 
+def tier0_raised(sigs: list) -> list:
+    """Every lead signal tier-0 raised, before tier-1 had its say."""
+    return [s for s in sigs if s.audience == "lead" and s.tier == 0]
+
+
 def judge_customer_side(convs: list[dict], got: dict[str, list],
-                        labels: dict[str, dict[int, set[str]]]) -> dict[str, Any]:
+                        labels: dict[str, dict[int, set[str]]], feed_of=None,
+                        kinds: set[str] | None = None) -> dict[str, Any]:
     """Per customer-side kind: raised (in the feed, on a labelled call), right, precision; labelled
-    turns, found (a feed signal of that kind cites the turn), recall (None: no positives)."""
+    turns, found (a feed signal of that kind cites the turn), recall (None: no positives).
+    ``feed_of`` picks the signals judged (default :func:`lead_feed`; :func:`tier0_raised` for the
+    feed as tier-0 alone would have left it)."""
+    feed_of = feed_of or lead_feed
+    judged = {k: v for k, v in CUSTOMER_JUDGED.items() if kinds is None or k in kinds}
     raised, right, pos, found = Counter(), Counter(), Counter(), Counter()
     unjudged = Counter()
     for conv in convs:
         lab = labels.get(conv["id"])
-        feed = [s for s in lead_feed(got.get(conv["id"], [])) if s.kind in CUSTOMER_JUDGED]
+        feed = [s for s in feed_of(got.get(conv["id"], [])) if s.kind in judged]
         if lab is None:
             unjudged.update(s.kind for s in feed)
             continue
@@ -156,14 +168,14 @@ def judge_customer_side(convs: list[dict], got: dict[str, list],
         for s in feed:
             turns = {turn_of[e.seq] for e in s.evidence if e.seq in turn_of}
             raised[s.kind] += 1
-            right[s.kind] += any(CUSTOMER_JUDGED[s.kind] in lab.get(t, ()) for t in turns)
+            right[s.kind] += any(judged[s.kind] in lab.get(t, ()) for t in turns)
             cited[s.kind] |= turns
-        for kind, want in CUSTOMER_JUDGED.items():
+        for kind, want in judged.items():
             ts = [t for t, ls in lab.items() if want in ls]
             pos[kind] += len(ts)
             found[kind] += sum(1 for t in ts if t in cited[kind])
     per_kind = {}
-    for kind in CUSTOMER_JUDGED:
+    for kind in judged:
         if raised[kind] or pos[kind]:
             per_kind[kind] = {"raised": raised[kind], "right": right[kind],
                               "precision": round(right[kind] / raised[kind], 3) if raised[kind] else None,
@@ -176,10 +188,13 @@ def judge_customer_side(convs: list[dict], got: dict[str, list],
             "calls_judged": sum(1 for c in convs if c["id"] in labels), "unjudged": dict(unjudged)}
 
 
-def constructed_calls(per_label: int = 30, seed: int = 5, root: Path | None = None,
+CONSTRUCTED_KINDS = {"churn_intent", "escalation_request", "complaint", "upgrade_interest"}
+
+
+def constructed_calls(per_label: int = 30, seed: int = 5, root: Path | None = None, hard_cases: bool = True,
                       fixture: Path = CUSTOMER_LABELS) -> tuple[list[dict], dict[str, dict[int, set[str]]]]:
-    """Calls with one labelled dev message inserted (see the module doc), and their labels."""
-    from livecoach.models.data import INTENT_LABELS, INTENT_LOOKALIKES, intent_splits
+    """Calls with one labelled message inserted (see the module doc), and their labels."""
+    from livecoach.models.data import INTENT_LABELS, INTENT_LOOKALIKES, intent_hard_cases, intent_splits
     from livecoach.signals._tier1_backends import normalise
     from livecoach.signals._tier1_train import _calls
 
@@ -194,39 +209,50 @@ def constructed_calls(per_label: int = 30, seed: int = 5, root: Path | None = No
             continue  # plain none messages: the calls' own turns already are
         if normalise(text):
             by_label[lab].append((normalise(text), src))
-    convs, labels = [], {}
+    picks: list[tuple[str, int, str, str]] = []
     for lab in sorted(by_label):
         rows = sorted(by_label[lab])
         rng.shuffle(rows)
-        for n, (text, src) in enumerate(rows[:per_label]):
-            call = rng.choice(calls)
-            turns = [dict(t) for t in call["turns"]]
-            cust = [i for i, t in enumerate(turns) if t["speaker"] == "customer" and i > 0] or [len(turns) - 1]
-            at = rng.choice(cust) + 1
-            start = int(turns[at - 1].get("end_ms") or turns[at - 1].get("start_ms") or 0) + 800
-            dur = 1000 + 60 * len(text)
-            for t in turns[at:]:
-                for k in ("start_ms", "end_ms"):
-                    if t.get(k) is not None:
-                        t[k] += dur + 800
-            turns.insert(at, {"speaker": "customer", "text": text, "start_ms": start, "end_ms": start + dur})
-            cid = f"{call['id']}-ins-{lab}-{n}"
-            convs.append({**call, "id": cid, "turns": turns,
-                          "duration_ms": int(call.get("duration_ms") or 0) + dur + 800,
-                          "inserted": {"turn": at, "label": lab, "source": src}})
-            own = hand.get(call["id"], {})
-            lab_turns = {(j if j < at else j + 1): ls for j, ls in own.items()}
-            lab_turns[at] = set() if lab == "none" else {lab}
-            labels[cid] = lab_turns
+        picks += [(lab, n, text, src) for n, (text, src) in enumerate(rows[:per_label])]
+    if hard_cases:  # the detectors' hand-written look-alikes and their twins (never trained on)
+        hard = intent_hard_cases()
+        picks += [(INTENT_LABELS[y], 1000 + n, normalise(t), "hard_case")
+                  for n, (t, y) in enumerate(zip(hard.texts, hard.labels)) if normalise(t)]
+    convs, labels = [], {}
+    for lab, n, text, src in picks:
+        call = rng.choice(calls)
+        turns = [dict(t) for t in call["turns"]]
+        cust = [i for i, t in enumerate(turns) if t["speaker"] == "customer" and i > 0] or [len(turns) - 1]
+        at = rng.choice(cust) + 1
+        start = int(turns[at - 1].get("end_ms") or turns[at - 1].get("start_ms") or 0) + 800
+        dur = 1000 + 60 * len(text)
+        for t in turns[at:]:
+            for k in ("start_ms", "end_ms"):
+                if t.get(k) is not None:
+                    t[k] += dur + 800
+        turns.insert(at, {"speaker": "customer", "text": text, "start_ms": start, "end_ms": start + dur})
+        cid = f"{call['id']}-ins-{lab}-{n}"
+        convs.append({**call, "id": cid, "turns": turns,
+                      "duration_ms": int(call.get("duration_ms") or 0) + dur + 800,
+                      "inserted": {"turn": at, "label": lab, "source": src}})
+        own = hand.get(call["id"], {})
+        lab_turns = {(j if j < at else j + 1): ls for j, ls in own.items()}
+        lab_turns[at] = set() if lab == "none" else {lab}
+        labels[cid] = lab_turns
     return convs, labels
 
 
 def summarise(convs: list[dict], got: dict[str, list], fixture: Path = AGENT_LABELS,
-              customer: dict[str, dict[int, set[str]]] | None = None) -> dict[str, Any]:
+              customer: dict[str, dict[int, set[str]]] | None = None,
+              customer_kinds: set[str] | None = None) -> dict[str, Any]:
     """Agent cues per call, and the lead feed judged by the agent-side (compliance kinds) and the
-    customer-side (``customer``, default the hand-labelled fixture) labels."""
+    customer-side (``customer``, default the hand-labelled fixture) labels; ``customer_kinds``
+    limits the customer side to the kinds those labels cover (the rest are listed as unjudged)."""
+    ck = set(CUSTOMER_JUDGED) if customer_kinds is None else set(customer_kinds)
     labels = _labels(fixture)
-    cust = judge_customer_side(convs, got, customer_labels() if customer is None else customer)
+    customer = customer_labels() if customer is None else customer
+    cust = judge_customer_side(convs, got, customer, kinds=ck)
+    cust0 = judge_customer_side(convs, got, customer, feed_of=tier0_raised, kinds=ck)
     per_call = []
     lead_kinds = Counter()
     judged = Counter()
@@ -266,9 +292,10 @@ def summarise(convs: list[dict], got: dict[str, list], fixture: Path = AGENT_LAB
         "lead_precision_judged": {k: f"{right[k]}/{judged[k]}" for k in judged},
         "lead_precision_overall": round(sum(right.values()) / nj, 3) if nj else None,
         "customer_side": cust,
+        "customer_side_tier0": cust0,
         "lead_precision_all_judged": round(r_all / n_all, 3) if n_all else None,
         "lead_judged_all": f"{r_all}/{n_all}",
-        "unjudged_lead_signals": {k: v for k, v in lead_kinds.items() if k not in JUDGED and k not in CUSTOMER_JUDGED},
+        "unjudged_lead_signals": {k: v for k, v in lead_kinds.items() if k not in JUDGED and k not in ck},
         "tier1": got.get("__tier1__", [{}])[0],
         "labels_found": bool(labels),
     }

@@ -19,6 +19,7 @@ import json
 import shutil
 import sys
 import zipfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -59,12 +60,33 @@ def available() -> bool:
         return False
 
 
+@contextmanager
+def _cache_lock(cache_dir: Path):
+    """One builder at a time per cache (threads and processes: servers, workers, tests warm up together)."""
+    import fcntl
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".mpnet.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def mpnet_dir(cache_dir: Path) -> Path:
     """The assembled sentence-transformers folder, built on first use."""
     cache_dir = Path(cache_dir)
     target = cache_dir / FOLDER
     if (target / "model.safetensors").exists() and (target / ".assembled").exists():
         return target
+    with _cache_lock(cache_dir):
+        if (target / "model.safetensors").exists() and (target / ".assembled").exists():
+            return target  # another builder finished while we waited
+        return _assemble(cache_dir, target)
+
+
+def _assemble(cache_dir: Path, target: Path) -> Path:
     parts = part_files()
     cache_dir.mkdir(parents=True, exist_ok=True)
     total = sum(p.stat().st_size for p in parts)
@@ -156,10 +178,13 @@ def ensure_onnx(cache_dir: Path, precision: str = "int8") -> Path:
     path = onnx_file(cache_dir, precision)
     if path.exists() and _verified(path):
         return path
-    if path.exists():
-        _progress(f"warning: {path} fails its checksum; rebuilding it")
     folder = mpnet_dir(cache_dir)
-    export_onnx(folder, path, precision)
+    with _cache_lock(Path(cache_dir)):
+        if path.exists() and _verified(path):
+            return path  # another builder finished while we waited
+        if path.exists():
+            _progress(f"warning: {path} fails its checksum; rebuilding it")
+        export_onnx(folder, path, precision)
     return path
 
 

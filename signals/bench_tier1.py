@@ -165,7 +165,7 @@ def register(app: typer.Typer) -> None:
 
         from livecoach.models.data import shared_data_dir
         from livecoach.settings import Settings
-        from livecoach.signals._cues_eval import constructed_calls, replay_calls, summarise
+        from livecoach.signals._cues_eval import CONSTRUCTED_KINDS, constructed_calls, replay_calls, summarise
         from livecoach.signals._policy_config import AGENT_CAP_CEILING, default_policy_path, load_policy
         from livecoach.stream.replay import load_conversations
 
@@ -191,9 +191,13 @@ def register(app: typer.Typer) -> None:
                        f"{a['share_with_none']}, distribution {a['distribution']}")
             typer.echo(f"  lead signals raised by tier-0: {r['lead_signals_raised_by_tier0']}")
             typer.echo(f"  lead feed after tier-1 (withdrawn ones struck out): {r['lead_signals_by_kind']}")
-            typer.echo(f"  customer side vs hand labels ({c['calls_judged']} labelled calls): precision "
-                       f"{c['precision']} ({c['right']}/{c['raised']}), recall {c['recall']} "
-                       f"({c['found']}/{c['labelled']} labelled turns found); {judged_line(c)}")
+            c0 = r["customer_side_tier0"]
+            typer.echo(f"  customer side vs hand labels ({c['calls_judged']} labelled calls, {c['labelled']} "
+                       f"positive turns):")
+            typer.echo(f"    as tier-0 raised it:  precision {c0['precision']} ({c0['right']}/{c0['raised']}), recall "
+                       f"{c0['recall']} ({c0['found']}/{c0['labelled']}); {judged_line(c0)}")
+            typer.echo(f"    lead feed (tier-1 in): precision {c['precision']} ({c['right']}/{c['raised']}), recall "
+                       f"{c['recall']} ({c['found']}/{c['labelled']}); {judged_line(c)}")
             typer.echo(f"  compliance kinds vs agent-behaviour labels: {r['lead_precision_judged']} -> "
                        f"{r['lead_precision_overall']}")
             typer.echo(f"  lead-feed precision, every judged signal: {r['lead_precision_all_judged']} "
@@ -216,6 +220,7 @@ def register(app: typer.Typer) -> None:
             t0 = time.monotonic()
             s2 = Settings(data_dir=Path(tempfile.mkdtemp()), phase=phase)
             got2 = asyncio.run(replay_calls(built, s2))
-            report(f"CONSTRUCTED calls (one labelled Banking77/Bitext dev message inserted into one of 20 held-out "
-                   f"Harper Valley calls; inserted: {dict(counts)})", built, got2,
-                   summarise(built, got2, customer=labels), time.monotonic() - t0)
+            report(f"CONSTRUCTED calls (one labelled message inserted into one of the 20 Harper Valley calls tier-1 "
+                   f"did not train on: {constructed} Banking77/Bitext dev messages per label + the 52 hand-written "
+                   f"hard cases; inserted labels {dict(counts)})", built, got2,
+                   summarise(built, got2, customer=labels, customer_kinds=CONSTRUCTED_KINDS), time.monotonic() - t0)
