@@ -101,7 +101,7 @@ class Settings(BaseSettings):
     postcall: bool = Field(True, description="Draft a QA note when a call ends")
     postcall_detectors: bool = Field(True, description="Add tier-0 detector scores (livecoach.signals.score_utterances) "
                                      "to the note rules when they are loaded; off: rules only")
-    postcall_workers: int = Field(1, ge=1, le=16, description="Notes drafted at the same time (each scores a whole "
+    postcall_workers: int = Field(4, ge=1, le=16, description="Notes drafted at the same time (each scores a whole "
                                   "transcript; more takes CPU from live ingest when many calls end at once)")
     postcall_low_csat: float = Field(4.0, ge=0, le=10, description="A CSAT at or below this is customer risk; "
                                      "arriving late it re-queues the note for a lead")

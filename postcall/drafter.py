@@ -62,7 +62,7 @@ class NoteDrafter(Stage):
         self._warm_t1: asyncio.Task | None = None
         # Drafting scores a whole transcript: a few threads at most, so that calls ending in a burst
         # queue their notes instead of taking the CPU (and the GIL) from live ingest.
-        self._workers = int(getattr(settings, "postcall_workers", 1))
+        self._workers = int(getattr(settings, "postcall_workers", 4))
         self._pool: ThreadPoolExecutor | None = None
         self.tier1 = _tier1.reader_for(settings, tier1_backend)
         if not self.rubric.approved:
