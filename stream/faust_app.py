@@ -183,7 +183,39 @@ def _lost_offsets(consumer) -> dict[Any, tuple[int, int]]:
         first = min(acked)
         if first - committed > 1:  # the condition under which Faust's _new_offset refuses to commit
             out[tp] = (committed, first)
+    # the same loss with nothing acknowledged at all: the consumer has fetched past the committed
+    # offset, yet no record of the partition reached a stream
+    for tp, position in _positions(consumer).items():
+        committed = consumer._committed_offset.get(tp)
+        if tp in out or tp in in_flight or committed is None or position is None or position <= committed:
+            continue
+        if not consumer._acked.get(tp) and (consumer._read_offset.get(tp) or -1) <= committed:
+            out[tp] = (committed, position)
     return out
+
+
+def _positions(consumer) -> dict[Any, int | None]:
+    """Fetch positions of the aiokafka consumer inside Faust's consumer thread (stream topics only)."""
+    inner = consumer._thread._consumer
+    if inner is None:
+        return {}
+    assignment = inner._subscription.subscription.assignment if inner._subscription.subscription else None
+    if assignment is None:
+        return {}
+    changelogs = consumer.app.tables.changelog_topics
+    out = {}
+    for tp in list(assignment.tps):
+        if tp.topic in changelogs:
+            continue
+        st = assignment.state_value(tp)
+        out[_faust_tp(tp)] = st.position if st.has_valid_position else None
+    return out
+
+
+def _faust_tp(tp):
+    from faust.types import TP
+
+    return TP(tp.topic, tp.partition)
 
 
 async def _reread_lost_offsets(app, seen: dict[Any, tuple[int, int]]) -> None:
