@@ -23,6 +23,7 @@ import logging
 from collections import OrderedDict
 from typing import Any
 
+from livecoach.bus import CALLS
 from livecoach.events import CallEnded, Event, parse_event
 from livecoach.pipeline import Stage
 
@@ -97,8 +98,12 @@ class _OriginMarks:
 class StageRunner:
     """Feeds Faust events to one stage; ``table`` is that stage's Faust Table (key call_id)."""
 
-    def __init__(self, stage: Stage, table, out_topic=None):
+    def __init__(self, stage: Stage, table, out_topic=None, fetch_missing=None):
+        """``fetch_missing(call_id, seqs) -> events``: stored call events by seq (a sync store read),
+        used when a call's events arrive with a gap; None: gaps are not filled."""
         self.stage = stage
+        self.fetch_missing = fetch_missing
+        self.filled = 0
         self.table = table
         self.out_topic = out_topic
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -159,12 +164,38 @@ class StageRunner:
                 return
         elif getattr(event, "seq", None) is not None:
             mkey = f"seq|{topic}"
-            if _SeqMarks.seen(marks.get(mkey, {}), event.seq):
+            mark = marks.get(mkey, {})
+            if _SeqMarks.seen(mark, event.seq):
                 self.skipped += 1
                 return
+            missing = [s for s in range(mark.get("hw", 0) + 1, event.seq) if not _SeqMarks.seen(mark, s)]
+            if missing and self.fetch_missing is not None and topic == CALLS:
+                await self._fill(call_id, entry, topic, missing)
         else:
             mkey = None
+        await self._apply(event, entry, topic, mkey, origin and mval, msg.offset)
 
+    async def _fill(self, call_id: str, entry: dict[str, Any], topic: str, seqs: list[int]) -> None:
+        """Handle stored events of this call that never reached the stage (skipped by Faust around a
+        rebalance, or stored by the gateway but never published), in order, before the current one.
+        The store is the record: the gateway acks an event only once it is stored."""
+        try:
+            found = await asyncio.to_thread(self.fetch_missing, call_id, seqs)
+        except Exception:
+            log.exception("stage %s: cannot read missing events %s of %s from the store", self.stage.name, seqs,
+                          call_id)
+            return
+        if found:
+            log.warning("stage %s: call %s events %s never arrived; handled from the store", self.stage.name,
+                        call_id, [e.seq for e in found])
+        for ev in sorted(found, key=lambda e: e.seq):
+            self.filled += 1
+            await self._apply(ev, entry, topic, f"seq|{topic}", None, -ev.seq)
+
+    async def _apply(self, event: Event, entry: dict[str, Any], topic: str, mkey: str | None,
+                     origin_pos: list[int] | None, offset: int) -> None:
+        call_id = event.call_id
+        marks = entry["m"]
         await self.ensure_started()
         loop = asyncio.get_running_loop()
         self.busy = ("handle", call_id, loop.time())
@@ -180,11 +211,11 @@ class StageRunner:
             for i, e in enumerate(out):
                 pending.append(await self.out_topic.send(
                     key=e.call_id.encode(), value=e.model_dump_json().encode(),
-                    headers=[(ORIGIN_HEADER, f"{self.stage.name}|{topic}|{msg.offset}|{i}".encode())]))
+                    headers=[(ORIGIN_HEADER, f"{self.stage.name}|{topic}|{offset}|{i}".encode())]))
             await asyncio.gather(*pending)  # on the broker before the input counts as applied
         if mkey is not None:
-            if origin:
-                marks[mkey] = _OriginMarks.add(marks.get(mkey), mval)
+            if origin_pos:
+                marks[mkey] = _OriginMarks.add(marks.get(mkey), origin_pos)
             else:
                 _SeqMarks.add(marks.setdefault(mkey, {}), event.seq)
         if isinstance(event, CallEnded):

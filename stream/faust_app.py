@@ -83,7 +83,7 @@ def app_id(settings, role: str) -> str:
 
 
 def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port: int | None = None,
-              commit_interval_s: float = 1.0) -> WorkerApp:
+              commit_interval_s: float = 1.0, store=None) -> WorkerApp:
     """A Faust app whose agents run ``stages`` (no Kafka traffic until a faust Worker starts it)."""
     import faust
 
@@ -117,7 +117,8 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
     for stage in stages:
         table = app.Table(f"state-{stage.name}", default=None, partitions=settings.kafka_partitions,
                           schema=faust.Schema(key_serializer="json", value_serializer="json"))
-        runner = StageRunner(stage, table, topics[stage.produces] if stage.produces else None)
+        runner = StageRunner(stage, table, topics[stage.produces] if stage.produces else None,
+                             fetch_missing=_store_reader(store) if store is not None else None)
         wa.runners.append(runner)
         bind = getattr(stage, "bind_publisher", None)
         if callable(bind) and stage.produces:
@@ -243,6 +244,14 @@ async def _reread_lost_offsets(app, seen: dict[Any, tuple[int, int]]) -> None:
         seen.pop(tp, None)
 
 
+def _store_reader(store):
+    def fetch_missing(call_id: str, seqs: list[int]):
+        wanted = set(seqs)
+        return [e for e in store.call_events(call_id) if getattr(e, "seq", None) in wanted]
+
+    return fetch_missing
+
+
 def _agent_fn(runner: StageRunner, topic: str):
     async def agent(stream):
         async for fevent in stream.events():
@@ -270,7 +279,8 @@ def run_worker(settings, *, role: str = "all", only: Sequence[str] | None = None
         stages += [load_factory(p)(settings, store) for p in extra]
         if not stages:
             raise ValueError("this worker has no stage to run")
-        wa = build_app(settings, stages, role=role, web_port=web_port, commit_interval_s=commit_interval_s)
+        wa = build_app(settings, stages, role=role, web_port=web_port, commit_interval_s=commit_interval_s,
+                       store=store)
         consumed = {topic_name(settings.kafka_topic_prefix, t) for s in stages for t in s.consumes}
         pinned = asyncio.run(pin_start_offsets(servers, wa.group, sorted(consumed)))
         if pinned:

@@ -63,3 +63,20 @@ def test_an_output_made_from_an_earlier_offset_still_counts_when_it_arrives_late
         asyncio.run(runner.on_message(_message(_signal(seq), 100 + off, origin=f"heard|calls|{off}|0"), "signals"))
     assert runner.table["c1"]["s"]["seen"] == [5, 7, 6]
     assert runner.skipped == 2
+
+
+def test_call_events_that_never_arrived_are_handled_from_the_store_first_and_in_order():
+    # seq 2 and 3 were stored (and acked by the gateway) but never reached this stage
+    stored = {s: _utterance(s) for s in (1, 2, 3, 4)}
+    asked = []
+
+    def fetch_missing(call_id, seqs):
+        asked.append((call_id, seqs))
+        return [stored[s] for s in seqs]
+
+    runner = StageRunner(Heard(), table={}, fetch_missing=fetch_missing)
+    for offset, seq in [(10, 1), (13, 4), (11, 2)]:  # the late copy of 2 counts once
+        asyncio.run(runner.on_message(_message(_utterance(seq), offset), "calls"))
+    assert asked == [("c1", [2, 3])]
+    assert runner.table["c1"]["s"]["n"] == 4
+    assert (runner.handled, runner.filled, runner.skipped) == (4, 2, 1)

@@ -27,7 +27,7 @@ from livecoach.stream.replay import conversation_events, load_conversations, rep
 
 # The kill test is left out of the default run (``-m takeover`` runs it): after a SIGKILL takeover
 # the surviving worker still stalls in some runs (3 of 3 in one loaded full-suite run after the fixes
-# in docs/scale-out.md, "Takeover"; 1 in 8 alone), see issue #9.
+# in docs/scale-out.md, "Takeover"; a lost signal in 3 of 12 runs alone), see issue #9.
 pytestmark = [pytest.mark.kafka, pytest.mark.postgres, pytest.mark.slow, pytest.mark.flaky(reruns=1)]
 
 SESSION_TIMEOUT_S = 6  # how fast a killed worker's calls move to the other one
