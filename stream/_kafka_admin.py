@@ -69,6 +69,19 @@ async def ensure_topics(servers: str, names: Iterable[str], partitions: int, *, 
         await admin.close()
 
 
+async def _partitions(consumer, names: Iterable[str]) -> list:
+    from aiokafka import TopicPartition
+
+    tps = []
+    for n in names:
+        parts = consumer.partitions_for_topic(n)
+        if parts is None:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+            parts = consumer.partitions_for_topic(n) or set()
+        tps += [TopicPartition(n, p) for p in parts]
+    return tps
+
+
 async def pin_start_offsets(servers: str, group: str, names: Iterable[str]) -> int:
     """Commit the first offset of every partition of ``names`` that ``group`` has never committed.
 
@@ -78,18 +91,12 @@ async def pin_start_offsets(servers: str, group: str, names: Iterable[str]) -> i
     worker's check finds it and reads the records again (see ``faust_app._reread_lost_offsets``).
     Returns how many partitions were pinned; a group that is already running is left as it is.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = []
-        for n in names:
-            parts = consumer.partitions_for_topic(n)
-            if parts is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
-                parts = consumer.partitions_for_topic(n) or set()
-            tps += [TopicPartition(n, p) for p in parts]
+        tps = await _partitions(consumer, names)
         missing = [tp for tp in tps if await consumer.committed(tp) is None]
         if not missing:
             return 0
@@ -107,18 +114,12 @@ async def pin_start_offsets(servers: str, group: str, names: Iterable[str]) -> i
 async def group_lag(servers: str, group: str, names: Iterable[str], *, detail: dict | None = None) -> dict[str, int]:
     """Messages each topic holds beyond what consumer group ``group`` has committed (``detail`` gets
     ``{"topic/partition": (committed, end)}`` for every partition that lags)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(bootstrap_servers=servers, group_id=group, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = []
-        for n in names:
-            parts = consumer.partitions_for_topic(n)
-            if parts is None:
-                await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
-                parts = consumer.partitions_for_topic(n) or set()
-            tps += [TopicPartition(n, p) for p in parts]
+        tps = await _partitions(consumer, names)
         ends = await consumer.end_offsets(tps) if tps else {}
         lag: dict[str, int] = {}
         for tp in tps:
