@@ -35,6 +35,8 @@ class Settings(BaseSettings):
                                   description="Partitions of every livecoach topic (the most workers that share a role)")
     kafka_session_timeout_s: float = Field(10.0, ge=1, le=300,
                                            description="How long a silent worker keeps its calls before others take them over")
+    worker_trace: bool = Field(False, description="Workers log every event each stage applies or skips (call, "
+                               "topic/partition@offset) to the livecoach.trace logger: for diagnosing a takeover")
     log_level: str = "info"
 
     # ingest limits

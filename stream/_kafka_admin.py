@@ -88,7 +88,7 @@ async def pin_start_offsets(servers: str, group: str, names: Iterable[str]) -> i
     Faust commits a partition with no committed offset from whatever it acknowledged first, so a
     record it skipped at the very start of a partition (a rebalance race) would be committed past
     unseen. With a start offset on record, such a gap holds the commit back instead, where the
-    worker's check finds it and reads the records again (see ``faust_app._reread_lost_offsets``).
+    worker's check finds it and reads the records again (see ``faust_app._reread_lost_offsets`` and ``_faust_consumer``).
     Returns how many partitions were pinned; a group that is already running is left as it is.
     """
     from aiokafka import AIOKafkaConsumer
@@ -101,10 +101,11 @@ async def pin_start_offsets(servers: str, group: str, names: Iterable[str]) -> i
         if not missing:
             return 0
         starts = await consumer.beginning_offsets(missing)
+        consumer.assign(missing)  # aiokafka commits only for partitions the consumer holds
         try:
             await consumer.commit({tp: starts[tp] for tp in missing})
         except Exception as exc:  # the group has live members: they hold the offsets
-            log.info("start offsets for %s not pinned (%s)", group, exc)
+            log.warning("start offsets for %s not pinned (%s: %s)", group, type(exc).__name__, exc)
             return 0
         return len(missing)
     finally:

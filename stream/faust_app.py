@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from livecoach.pipeline import Stage
+from livecoach.stream._faust_consumer import install as install_safe_commits
+from livecoach.stream._faust_consumer import drop_orphans, lost_offsets, positions
 from livecoach.stream._faust_runner import StageRunner
 from livecoach.stream._kafka_admin import (all_topic_names, bootstrap_servers, ensure_topics, pin_start_offsets,
                                            topic_name)
@@ -72,6 +74,7 @@ class WorkerApp:
     app: Any
     role: str
     runners: list[StageRunner] = field(default_factory=list)
+    pinned: int | None = None  # partitions whose start offset this worker committed before joining
 
     @property
     def group(self) -> str:
@@ -110,6 +113,7 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
         web_port=web_port or 6066,
         web_bind="0.0.0.0" if web_port else "127.0.0.1",
     )
+    install_safe_commits(app)  # commits never pass a record no stage handled (see _faust_consumer)
     topics = {t: app.topic(topic_name(settings.kafka_topic_prefix, t), key_serializer="raw", value_serializer="raw",
                            partitions=settings.kafka_partitions)
               for t in {t for s in stages for t in s.consumes} | {s.produces for s in stages if s.produces}}
@@ -146,87 +150,37 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
 
     lost_seen: dict[Any, Any] = {}
 
-    @app.timer(5.0)
+    @app.timer(2.5)
     async def _watchdog() -> None:
         now = asyncio.get_running_loop().time()
         for r in wa.runners:
             if r.busy and now - r.busy[2] > 10:
                 log.warning("stage %s stuck in %s for call %s for %.0f s", r.stage.name, r.busy[0], r.busy[1],
                             now - r.busy[2])
-        await _reread_lost_offsets(app, lost_seen)
+        await _reread_lost_offsets(app, wa.runners, lost_seen)
 
     @app.task
     async def _start_stages() -> None:  # load models before the first event, not during it
         for r in wa.runners:
             await r.ensure_started()
         log.info("livecoach worker %s ready: stages %s", role, ", ".join(r.stage.name for r in wa.runners))
+        if wa.pinned:  # said here: Faust sets up logging only once the worker runs
+            log.info("pinned the start offsets of %d partitions for group %s", wa.pinned, wa.group)
 
     return wa
 
 
-def _lost_offsets(consumer) -> dict[Any, tuple[int, int]]:
-    """Partitions whose commits can never advance: offsets ``[committed, first acked)`` were fetched
-    but never reached a stage, and nothing of them is in flight.
-
-    Faust commits a partition only through consecutive acknowledged offsets. Records fetched just
-    before a rebalance (message of the old generation, or fetched while flow was stopped) are
-    skipped by the stream without an ack; normally the seek to the committed offset after the
-    rebalance fetches them again, but when they were fetched after that seek they are gone for
-    good: every later record is handled, yet the commit stays put and a restart replays it all.
-    Seen with tansu in about 1 takeover in 4 (docs/scale-out.md).
-    """
-    out: dict[Any, tuple[int, int]] = {}
-    in_flight = {m.tp for m in consumer._unacked_messages}
-    for tp, acked in list(consumer._acked.items()):
-        committed = consumer._committed_offset.get(tp)
-        if not acked or committed is None or tp in in_flight:
-            continue
-        first = min(acked)
-        if first - committed > 1:  # the condition under which Faust's _new_offset refuses to commit
-            out[tp] = (committed, first)
-    # the same loss with nothing acknowledged at all: the consumer has fetched past the committed
-    # offset, yet no record of the partition reached a stream
-    for tp, position in _positions(consumer).items():
-        committed = consumer._committed_offset.get(tp)
-        if tp in out or tp in in_flight or committed is None or position is None or position <= committed:
-            continue
-        if not consumer._acked.get(tp) and (consumer._read_offset.get(tp) or -1) <= committed:
-            out[tp] = (committed, position)
-    return out
-
-
-def _positions(consumer) -> dict[Any, int | None]:
-    """Fetch positions of the aiokafka consumer inside Faust's consumer thread (stream topics only)."""
-    inner = consumer._thread._consumer
-    if inner is None:
-        return {}
-    assignment = inner._subscription.subscription.assignment if inner._subscription.subscription else None
-    if assignment is None:
-        return {}
-    changelogs = consumer.app.tables.changelog_topics
-    out = {}
-    for tp in list(assignment.tps):
-        if tp.topic in changelogs:
-            continue
-        st = assignment.state_value(tp)
-        out[_faust_tp(tp)] = st.position if st.has_valid_position else None
-    return out
-
-
-def _faust_tp(tp):
-    from faust.types import TP
-
-    return TP(tp.topic, tp.partition)
-
-
-async def _reread_lost_offsets(app, seen: dict[Any, tuple[int, int]]) -> None:
-    """Seek partitions with lost offsets back to their committed offset (twice seen, 5 s apart), so
+async def _reread_lost_offsets(app, runners: Sequence[StageRunner], seen: dict[Any, Any]) -> None:
+    """Seek partitions with lost offsets back to their committed offset (seen twice, 2.5 s apart), so
     the lost records are fetched and handled again; StageRunner skips whatever was already applied."""
     if app.in_recovery or not app.flow_control.is_active():
         seen.clear()
         return
+    progress = sum(r.handled + r.skipped + r.errors for r in runners)
+    idle = seen.get("_progress") == progress and not any(r.busy for r in runners)
+    seen["_progress"] = progress
     try:
-        lost = _lost_offsets(app.consumer)
+        lost = lost_offsets(app.consumer, positions(app.consumer), idle=idle)
     except Exception:  # a Faust upgrade moved its internals: say so once, never stop the worker
         if not seen.get("_warned"):
             seen["_warned"] = True
@@ -234,13 +188,14 @@ async def _reread_lost_offsets(app, seen: dict[Any, tuple[int, int]]) -> None:
         return
     for tp, (committed, first) in lost.items():
         if seen.get(tp) == (committed, first):
-            log.warning("partition %s/%s: offsets %d-%d were skipped during a rebalance and never handled; "
+            log.warning("partition %s/%s: offsets %d-%d were fetched around a rebalance and never handled; "
                         "reading them again", tp.topic, tp.partition, committed, first - 1)
+            drop_orphans(app.consumer, tp)
             await app.consumer.seek(tp, committed)
             seen.pop(tp, None)
         else:
             seen[tp] = (committed, first)
-    for tp in [t for t in seen if t != "_warned" and t not in lost]:
+    for tp in [t for t in seen if not isinstance(t, str) and t not in lost]:
         seen.pop(tp, None)
 
 
@@ -270,6 +225,7 @@ def run_worker(settings, *, role: str = "all", only: Sequence[str] | None = None
     from livecoach.app import build_stages
     from livecoach.store import Store
 
+    logging.getLogger("livecoach.trace").setLevel(logging.INFO if settings.worker_trace else logging.WARNING)
     servers = bootstrap_servers(settings.bus)
     asyncio.run(ensure_topics(servers, all_topic_names(settings.kafka_topic_prefix), settings.kafka_partitions))
     settings.ensure_dirs()
@@ -282,9 +238,7 @@ def run_worker(settings, *, role: str = "all", only: Sequence[str] | None = None
         wa = build_app(settings, stages, role=role, web_port=web_port, commit_interval_s=commit_interval_s,
                        store=store)
         consumed = {topic_name(settings.kafka_topic_prefix, t) for s in stages for t in s.consumes}
-        pinned = asyncio.run(pin_start_offsets(servers, wa.group, sorted(consumed)))
-        if pinned:
-            log.info("pinned start offsets of %d partitions for group %s", pinned, wa.group)
+        wa.pinned = asyncio.run(pin_start_offsets(servers, wa.group, sorted(consumed)))
         worker = faust.Worker(wa.app, loglevel=loglevel, quiet=True)
         try:
             worker.execute_from_commandline()

@@ -70,8 +70,8 @@ class Workers:
 def worker_env(settings) -> dict[str, str]:
     """The environment that gives a worker process the same settings as ``settings``."""
     env = {}
-    for name in ("bus", "database_url", "data_dir", "cache_dir", "detectors", "postcall", "phase",
-                 "kafka_partitions", "kafka_topic_prefix", "kafka_session_timeout_s", "tier1_backend"):
+    for name in ("bus", "database_url", "data_dir", "cache_dir", "detectors", "postcall", "postcall_detectors",
+                 "phase", "kafka_partitions", "kafka_topic_prefix", "kafka_session_timeout_s", "tier1_backend"):
         if name in type(settings).model_fields:
             v = getattr(settings, name)
             env[f"LIVECOACH_{name.upper()}"] = str(v).lower() if isinstance(v, bool) else str(v)
