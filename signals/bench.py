@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
                   seconds: float = typer.Option(15.0, help="Length of each load test"),
                   speed: float = typer.Option(5.0, help="Paced test: replay the calls' real timing N times faster"),
                   threads: int = typer.Option(None, help="onnxruntime threads (default: settings.onnx_threads)"),
-                  precision: str = typer.Option(None, help="int8 | fp32 (default: settings.encoder_precision)")) -> None:
+                  precision: str = typer.Option(None, help="int8 | fp32 (default: settings.encoder_precision)"),
+                  min_tokens: int = typer.Option(0, help="Only utterances of at least this many tokens (e.g. 15 for "
+                                                 "the issue's 20-token reference)")) -> None:
         """p50/p99 per utterance at batch 1 and under concurrent calls; utterances/s."""
         import asyncio
         import os
@@ -43,8 +45,13 @@ def register(app: typer.Typer) -> None:
                    f"{os.cpu_count()} cores; loaded in {time.perf_counter() - t0:.2f} s")
         hv = harper_valley_calls()
         turns = [(t["text"], t["speaker"]) for c in hv for t in c["turns"] if clean_text(t["text"])]
-        ntok = np.mean([len(scorer.encoder.tokenizer.encode(clean_text(t)).ids) for t, _ in turns])
-        typer.echo(f"{len(turns)} real utterances (Harper Valley dev), mean {ntok:.1f} tokens")
+        ntoks = [len(scorer.encoder.tokenizer.encode(clean_text(t)).ids) for t, _ in turns]
+        turns = [tu for tu, n in zip(turns, ntoks) if n >= min_tokens]
+        if not turns:
+            raise typer.BadParameter(f"no Harper Valley dev utterance has {min_tokens} tokens or more")
+        ntok = np.mean([n for n in ntoks if n >= min_tokens])
+        typer.echo(f"{len(turns)} real utterances (Harper Valley dev{f', >= {min_tokens} tokens' if min_tokens else ''}), "
+                   f"mean {ntok:.1f} tokens")
 
         def load_average() -> str:
             try:
