@@ -164,7 +164,7 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
         for r in wa.runners:
             await r.ensure_started()
         log.info("livecoach worker %s ready: stages %s", role, ", ".join(r.stage.name for r in wa.runners))
-        if wa.pinned:  # said here: Faust sets up logging only once the worker runs
+        if wa.pinned:
             log.info("pinned the start offsets of %d partitions for group %s", wa.pinned, wa.group)
 
     return wa
@@ -226,6 +226,9 @@ def run_worker(settings, *, role: str = "all", only: Sequence[str] | None = None
     from livecoach.store import Store
 
     logging.getLogger("livecoach.trace").setLevel(logging.INFO if settings.worker_trace else logging.WARNING)
+    # until Faust sets up logging (it replaces the root handlers), start-up warnings go to stderr
+    logging.basicConfig(level=getattr(logging, loglevel.upper(), logging.INFO),
+                        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     servers = bootstrap_servers(settings.bus)
     asyncio.run(ensure_topics(servers, all_topic_names(settings.kafka_topic_prefix), settings.kafka_partitions))
     settings.ensure_dirs()
