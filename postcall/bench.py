@@ -95,7 +95,7 @@ def register(app: typer.Typer) -> None:
                 times.append((time.perf_counter() - t0) * 1000)
         xs = sorted(times)
         typer.echo(f"scorer: {body['scorer']}; tier-1 {body['tier1']['status']} "
-                   f"({body['tier1']['windows_read']} windows, {body['tier1']['ms']} ms in the last note)")
+                   f"({body['tier1']['windows_read']} windows, {body['tier1']['elapsed_ms']} ms in the last note)")
 
         def pct(q):
             return xs[min(len(xs) - 1, int(round(q / 100 * (len(xs) - 1))))]

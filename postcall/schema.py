@@ -106,7 +106,7 @@ class Note(_Open):
         "{value: true|false|null (no complaint)}, live_signals [{kind, verdict supported|contradicted|uncertain|"
         "not_checked, p, resolved_by_end}], customer_risk {value, label, p}"))
     tier1: dict[str, Any] = Field(default_factory=dict, description=(
-        "{status used|off|loading|unknown|failed, backend, judgements[] tier-1 contributed, windows_read, ms, "
+        "{status used|off|loading|unknown|failed, backend, judgements[] tier-1 contributed, windows_read, elapsed_ms, "
         "fallback (why rules decided)}. Criteria carry 'sources' and flags.provenance names each flag's inputs"))
     review: list[dict[str, Any]] = Field(default_factory=list, description="Review events: reviewed, approved, "
                                          "edited (with diff), rejected (with reason), requeued, csat …")
