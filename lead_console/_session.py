@@ -24,10 +24,12 @@ def cross_site(headers, host_header: str | None) -> bool:
     return urlsplit(origin).netloc.lower() != (host_header or "").lower()
 
 
-def page_principal(request: Request) -> Principal | None:
-    """Who is signed in to the console (cookie, or a bearer header for scripts), if anyone."""
+async def page_principal(request: Request) -> Principal | None:
+    """Who is signed in to the console (cookie, or a bearer header for scripts), if anyone; a token
+    not in the cache is read in a thread, never on the event loop."""
     tokens: TokenStore = request.app.state.tokens
-    return tokens.check(_bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE))
+    token = _bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE)
+    return await tokens.check_async(token) if token else None
 
 
 def same_origin(request: Request) -> None:

@@ -57,8 +57,8 @@ def _page_headers() -> dict[str, str]:
             "Cache-Control": "no-store", "X-Frame-Options": "DENY"}
 
 
-def _lead(request: Request) -> Principal | RedirectResponse | HTMLResponse:
-    who = page_principal(request)
+async def _lead(request: Request) -> Principal | RedirectResponse | HTMLResponse:
+    who = await page_principal(request)
     if who is None:
         nxt = quote(request.url.path)
         return RedirectResponse(f"/console/login?next={nxt}", status_code=303)
@@ -121,7 +121,7 @@ async def static(name: str) -> Response:
 # ---------------------------------------------------------------- pages
 @router.get("/console", response_class=HTMLResponse, include_in_schema=False)
 async def board_page(request: Request) -> Response:
-    who = _lead(request)
+    who = await _lead(request)
     if not isinstance(who, Principal):
         return who
     return _render("board.html", who=who, page="board", kinds=KIND_LABELS)
@@ -129,7 +129,7 @@ async def board_page(request: Request) -> Response:
 
 @router.get("/console/calls/{call_id}", response_class=HTMLResponse, include_in_schema=False)
 async def call_page(call_id: str, request: Request) -> Response:
-    who = _lead(request)
+    who = await _lead(request)
     if not isinstance(who, Principal):
         return who
     store = _store(request)
@@ -194,7 +194,7 @@ def call_view(call: dict[str, Any], feedback: list[dict[str, Any]], who: Princip
 
 @router.get("/console/review", response_class=HTMLResponse, include_in_schema=False)
 async def review_page(request: Request, status: str = "draft") -> Response:
-    who = _lead(request)
+    who = await _lead(request)
     if not isinstance(who, Principal):
         return who
     status = "decided" if status == "decided" else "draft"
@@ -222,7 +222,7 @@ def _theme_label(t: dict[str, Any], labels: dict[str, str]) -> str:
 
 @router.get("/console/metrics", response_class=HTMLResponse, include_in_schema=False)
 async def metrics_page(request: Request) -> Response:
-    who = _lead(request)
+    who = await _lead(request)
     if not isinstance(who, Principal):
         return who
     low = float(getattr(request.app.state.settings, "postcall_low_csat", 4.0))
