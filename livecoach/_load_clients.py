@@ -18,13 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livecoach.events import CallEnded
-from livecoach.stream.replay import conversation_events
+from livecoach.stream.replay import conversation_events, ws_base
 
 ANSWER_TIMEOUT_S = 30.0
-
-
-def _ws(url: str) -> str:
-    return url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
 
 
 @dataclass
@@ -61,7 +57,7 @@ async def chat_call(url: str, token: str, conv: dict[str, Any], speed: float, de
     all_answered = asyncio.Event()
     sending_done = False
 
-    async with websockets.connect(f"{_ws(url)}/v1/calls/{call_id}/events",
+    async with websockets.connect(f"{ws_base(url)}/v1/calls/{call_id}/events",
                                   additional_headers={"Authorization": f"Bearer {token}"},
                                   max_size=2 ** 22, open_timeout=30) as ws:
         ready = json.loads(await asyncio.wait_for(ws.recv(), ANSWER_TIMEOUT_S))
@@ -196,7 +192,7 @@ async def preflight(url: str, token: str, lead_token: str) -> None:
     import websockets
 
     try:
-        async with websockets.connect(f"{_ws(url)}/v1/calls/bench-load-preflight/events",
+        async with websockets.connect(f"{ws_base(url)}/v1/calls/bench-load-preflight/events",
                                       additional_headers={"Authorization": f"Bearer {token}"},
                                       open_timeout=30) as ws:
             ready = json.loads(await ws.recv())
@@ -231,7 +227,7 @@ class BoardWatch:
 
         while not stop.is_set():
             try:
-                async with websockets.connect(f"{_ws(self.url)}/v1/board/live",
+                async with websockets.connect(f"{ws_base(self.url)}/v1/board/live",
                                               additional_headers={"Authorization": f"Bearer {self.token}"},
                                               max_size=2 ** 26, open_timeout=30) as ws:
                     while not stop.is_set():

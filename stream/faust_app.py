@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from livecoach.pipeline import Stage
-from livecoach.stream._faust_consumer import install as install_safe_commits
 from livecoach.stream._faust_consumer import drop_orphans, lost_offsets, positions
+from livecoach.stream._faust_consumer import install as install_safe_commits
 from livecoach.stream._faust_runner import StageRunner
 from livecoach.stream._kafka_admin import (all_topic_names, bootstrap_servers, ensure_topics, pin_start_offsets,
                                            topic_name)
@@ -148,7 +148,7 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
             except Exception:
                 log.exception("stage %s failed to stop", r.stage.name)
 
-    lost_seen: dict[Any, Any] = {}
+    lost_watch = _LostWatch()
 
     @app.timer(2.5)
     async def _watchdog() -> None:
@@ -157,7 +157,7 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
             if r.busy and now - r.busy[2] > 10:
                 log.warning("stage %s stuck in %s for call %s for %.0f s", r.stage.name, r.busy[0], r.busy[1],
                             now - r.busy[2])
-        await _reread_lost_offsets(app, wa.runners, lost_seen)
+        await _reread_lost_offsets(app, wa.runners, lost_watch)
 
     @app.task
     async def _start_stages() -> None:  # load models before the first event, not during it
@@ -170,33 +170,40 @@ def build_app(settings, stages: Sequence[Stage], *, role: str = "all", web_port:
     return wa
 
 
-async def _reread_lost_offsets(app, runners: Sequence[StageRunner], seen: dict[Any, Any]) -> None:
+@dataclass
+class _LostWatch:
+    """What the watchdog saw at its previous check."""
+
+    progress: int | None = None  # events the stages had handled, skipped or failed on
+    lost: dict[Any, tuple[int, int]] = field(default_factory=dict)  # tp -> (committed, first)
+    warned: bool = False
+
+
+async def _reread_lost_offsets(app, runners: Sequence[StageRunner], watch: _LostWatch) -> None:
     """Seek partitions with lost offsets back to their committed offset (seen twice, 2.5 s apart), so
     the lost records are fetched and handled again; StageRunner skips whatever was already applied."""
     if app.in_recovery or not app.flow_control.is_active():
-        seen.clear()
+        watch.lost.clear()
+        watch.progress = None
         return
     progress = sum(r.handled + r.skipped + r.errors for r in runners)
-    idle = seen.get("_progress") == progress and not any(r.busy for r in runners)
-    seen["_progress"] = progress
+    idle = watch.progress == progress and not any(r.busy for r in runners)
+    watch.progress = progress
     try:
         lost = lost_offsets(app.consumer, positions(app.consumer), idle=idle)
     except Exception:  # a Faust upgrade moved its internals: say so once, never stop the worker
-        if not seen.get("_warned"):
-            seen["_warned"] = True
+        if not watch.warned:
+            watch.warned = True
             log.warning("cannot check Faust's commit progress (internals changed?)", exc_info=True)
         return
-    for tp, (committed, first) in lost.items():
-        if seen.get(tp) == (committed, first):
+    for tp, span in list(lost.items()):
+        if watch.lost.get(tp) == span:
             log.warning("partition %s/%s: offsets %d-%d were fetched around a rebalance and never handled; "
-                        "reading them again", tp.topic, tp.partition, committed, first - 1)
+                        "reading them again", tp.topic, tp.partition, span[0], span[1] - 1)
             drop_orphans(app.consumer, tp)
-            await app.consumer.seek(tp, committed)
-            seen.pop(tp, None)
-        else:
-            seen[tp] = (committed, first)
-    for tp in [t for t in seen if not isinstance(t, str) and t not in lost]:
-        seen.pop(tp, None)
+            await app.consumer.seek(tp, span[0])
+            del lost[tp]
+    watch.lost = lost  # what is still to be confirmed at the next check
 
 
 def _store_reader(store):

@@ -130,12 +130,16 @@ def conversation_events(conv: dict[str, Any], channel: str = "chat") -> list[tup
     return events
 
 
+def ws_base(url: str) -> str:
+    """The websocket base of a server's http(s) URL."""
+    return url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/")
+
+
 async def replay_one(conv: dict[str, Any], url: str, token: str, speed: float, summary: Summary,
                      channel: str = "chat") -> None:
     events = conversation_events(conv, channel)
     call_id = events[0][1]["call_id"]
-    ws_url = url.replace("http://", "ws://").replace("https://", "wss://").rstrip("/") + \
-        f"/v1/calls/{call_id}/events"
+    ws_url = f"{ws_base(url)}/v1/calls/{call_id}/events"
     sent_at: dict[int, float] = {}
     done = asyncio.Event()
     expected = len(events)

@@ -409,6 +409,16 @@ def small_disk(tmp_path):
     disk.close()
 
 
+def _refused_new_socket(srv, role: str) -> tuple[dict, int]:
+    """Open a new call socket with ``role``'s token: the frame it is answered with, and its close code."""
+    late = connect(f"{srv.ws}/v1/calls/pg-other/events", open_timeout=10,
+                   additional_headers={"Authorization": f"Bearer {srv.tokens[role]}"})
+    frame = json.loads(late.recv(timeout=10))
+    with pytest.raises(ConnectionClosed) as closed:
+        late.recv(timeout=10)
+    return frame, closed.value.rcvd.code
+
+
 def _send(ws, frame: dict) -> dict:
     ws.send(json.dumps(frame))
     return json.loads(ws.recv(timeout=15))
@@ -562,14 +572,9 @@ def test_an_unreachable_database_is_refused_quickly_and_ingest_recovers_without_
         # a new socket cannot be told where to resume (nor, with a token not seen lately, be
         # authenticated): it is refused with the reason, not left hanging
         for role in ("ingest", "admin"):
-            late = connect(f"{srv.ws}/v1/calls/pg-other/events", open_timeout=10,
-                           additional_headers={"Authorization": f"Bearer {srv.tokens[role]}"})
-            assert json.loads(late.recv(timeout=10)) == {
-                "type": "error", "seq": None, "code": "storage_unavailable", "reason": "unreachable",
-                "message": "the database is unreachable; connect again later"}
-            with pytest.raises(ConnectionClosed) as closed:
-                late.recv(timeout=10)
-            assert closed.value.rcvd.code == 1013
+            assert _refused_new_socket(srv, role) == (
+                {"type": "error", "seq": None, "code": "storage_unavailable", "reason": "unreachable",
+                 "message": "the database is unreachable; connect again later"}, 1013)
 
         proxy.restore()  # the database is back: the same socket goes on, no restart
         _wait(lambda: httpx.get(srv.url + "/healthz", timeout=15).status_code == 200, 15, "healthz to recover")
@@ -612,14 +617,9 @@ def test_a_database_that_stops_answering_is_answered_within_the_deadline(server_
         assert answered_in < 3, f"answering took {answered_in:.1f} s"
         # a new socket (its token checked before the freeze) is not told where to resume
         # after 1.5 s: it is refused with the reason
-        late = connect(f"{srv.ws}/v1/calls/pg-other/events", open_timeout=10,
-                       additional_headers={"Authorization": f"Bearer {srv.tokens['ingest']}"})
-        assert json.loads(late.recv(timeout=10)) == {
-            "type": "error", "seq": None, "code": "storage_unavailable", "reason": "timeout",
-            "message": "the database did not answer within 1.5 s; connect again later"}
-        with pytest.raises(ConnectionClosed) as closed:
-            late.recv(timeout=10)
-        assert closed.value.rcvd.code == 1013
+        assert _refused_new_socket(srv, "ingest") == (
+            {"type": "error", "seq": None, "code": "storage_unavailable", "reason": "timeout",
+             "message": "the database did not answer within 1.5 s; connect again later"}, 1013)
         t0 = time.monotonic()
         health = httpx.get(srv.url + "/healthz", timeout=15)
         health_in = time.monotonic() - t0
