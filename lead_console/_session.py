@@ -29,7 +29,7 @@ async def page_principal(request: Request) -> Principal | None:
     not in the cache is read in a thread, never on the event loop."""
     tokens: TokenStore = request.app.state.tokens
     token = _bearer(request.headers.get("authorization")) or request.cookies.get(COOKIE)
-    return await tokens.check_async(token) if token else None
+    return await tokens.check_async(token)
 
 
 def same_origin(request: Request) -> None:

@@ -90,7 +90,7 @@ async def login(request: Request) -> Response:
     form = {k: v[0] for k, v in parse_qs(raw).items()}
     token = (form.get("token") or "").strip()
     nxt = _safe_next(form.get("next"))
-    who = await request.app.state.tokens.check_async(token) if token else None
+    who = await request.app.state.tokens.check_async(token)
     if who is None:
         return _render("login.html", 401, error="That token is unknown, revoked or expired.", next=nxt)
     if not who.may(*CONSOLE_ROLES):

@@ -52,15 +52,17 @@ class CatchUp:
     task: asyncio.Task | None = None
 
 
-def calls_missing_notes(store, window_days: float, limit: int = MAX_CALLS) -> list[str]:
-    """Ended calls (ended within ``window_days``) that have no QA note, oldest first."""
+def calls_missing_notes(store, window_days: float, limit: int = MAX_CALLS) -> list[CallEnded]:
+    """Ended calls (ended within ``window_days``) that have no QA note, oldest first, as the end
+    events their call rows record (the drafter needs no more)."""
     since = utcnow() - timedelta(days=window_days)
-    q = (select(T.calls.c.call_id)
-         .where(T.calls.c.status == "ended", T.calls.c.ended_at >= since,
-                ~exists().where(T.notes.c.call_id == T.calls.c.call_id))
-         .order_by(T.calls.c.ended_at).limit(limit))
+    c = T.calls.c
+    q = (select(c.call_id, c.last_seq, c.ended_at, c.csat)
+         .where(c.status == "ended", c.ended_at >= since, ~exists().where(T.notes.c.call_id == c.call_id))
+         .order_by(c.ended_at).limit(limit))
     with store.engine.connect() as conn:
-        return list(conn.execute(q).scalars())
+        return [CallEnded(call_id=r.call_id, seq=r.last_seq, ended_at=r.ended_at, csat=r.csat)
+                for r in conn.execute(q)]
 
 
 def _visible() -> None:
@@ -99,22 +101,22 @@ async def _run(record: CatchUp, settings, store, bus, drafter) -> None:
     t0 = time.monotonic()
     window = settings.catchup_window_days
     try:
-        call_ids = await asyncio.to_thread(calls_missing_notes, store, window)
+        ended_calls = await asyncio.to_thread(calls_missing_notes, store, window)
     except Exception as exc:  # the database is down at start: ingest says so; nothing to draft now
         record.state, record.reason = "failed", f"{type(exc).__name__}"
         log.warning("catch-up: could not look for calls without a note (%s); they are drafted on a later start",
                     exc)
         return
-    record.found = len(call_ids)
-    if not call_ids:
+    record.found = len(ended_calls)
+    if not ended_calls:
         record.state = "done"
         log.info("catch-up: every call ended in the last %g days has a QA note", window)
         return
-    log.info("catch-up: %d calls ended without a QA note in the last %g days; drafting them", len(call_ids),
+    log.info("catch-up: %d calls ended without a QA note in the last %g days; drafting them", len(ended_calls),
              window)
-    for cid in call_ids:
+    for ended in ended_calls:
+        cid = ended.call_id
         try:
-            ended = await _stored_call_ended(store, cid)
             notes = await drafter.handle(ended, {})
             for note in notes:
                 await bus.publish(drafter.produces, cid, note)
@@ -130,12 +132,3 @@ async def _run(record: CatchUp, settings, store, bus, drafter) -> None:
     log.info("catch-up: caught up %d calls (%d drafted, %d failed) in %.1f s", record.found, record.drafted,
              record.failed, record.seconds)
 
-
-async def _stored_call_ended(store, call_id: str) -> CallEnded:
-    """The call's own stored CallEnded (seq, ended_at, csat as the client sent them)."""
-    events = await asyncio.to_thread(store.call_events, call_id)
-    ended = next((e for e in reversed(events) if isinstance(e, CallEnded)), None)
-    if ended is None:  # status says ended, the event is not there: draft from the call row alone
-        call = await asyncio.to_thread(store.get_call_header, call_id)
-        ended = CallEnded(call_id=call_id, seq=call["last_seq"], ended_at=call["ended_at"], csat=call["csat"])
-    return ended

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, insert, select
 
 from livecoach import tables as T
 from livecoach.auth import Principal, require
+from livecoach.store import _aware
 
 router = APIRouter(prefix="/v1", tags=["audit"])
 
@@ -35,8 +36,7 @@ def record(conn: Connection, who: Principal, action: str, call_id: str, *, clien
                         .where(T.notes.c.call_id == call_id)).first()
     version = None
     if note is not None and note.updated_at is not None:
-        at = note.updated_at if note.updated_at.tzinfo else note.updated_at.replace(tzinfo=timezone.utc)
-        version = at.isoformat()
+        version = _aware(note.updated_at).isoformat()
     conn.execute(insert(T.audit_log).values(
         at=datetime.now(timezone.utc), actor=who.name, token_id=who.token_id, role=who.role, action=action,
         call_id=call_id, note_status=note.status if note is not None else None, note_version=version,
@@ -52,8 +52,7 @@ def entries(engine, *, call_id: str | None = None, actor: str | None = None, act
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(q).mappings()]
     for r in rows:
-        at = r["at"]
-        r["at"] = (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).isoformat()
+        r["at"] = _aware(r["at"]).isoformat()
     return rows
 
 

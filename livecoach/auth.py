@@ -79,25 +79,29 @@ class TokenStore:
                 created_at=now, expires_at=now + timedelta(days=expires_days) if expires_days else None))
         return token
 
+    def _cached(self, h: str) -> tuple[bool, Principal | None]:
+        """(hit, principal) for a token hash checked within ``cache_seconds``."""
+        hit = self._cache.get(h)
+        if hit and time.monotonic() - hit[0] < self.cache_seconds:
+            return True, hit[1]
+        return False, None
+
     def check(self, token: str | None) -> Principal | None:
         if not token:
             return None
         h = hash_token(token)
-        hit = self._cache.get(h)
-        now = time.monotonic()
-        if hit and now - hit[0] < self.cache_seconds:
-            return hit[1]
-        return self._lookup(token)
+        hit, p = self._cached(h)
+        return p if hit else self._lookup(h)
 
-    async def check_async(self, token: str) -> Principal | None:
+    async def check_async(self, token: str | None) -> Principal | None:
         """:meth:`check` that never blocks the event loop (a cache miss reads in a thread)."""
-        hit = self._cache.get(hash_token(token))
-        if hit and time.monotonic() - hit[0] < self.cache_seconds:
-            return hit[1]
-        return await asyncio.to_thread(self._lookup, token)
-
-    def _lookup(self, token: str) -> Principal | None:
+        if not token:
+            return None
         h = hash_token(token)
+        hit, p = self._cached(h)
+        return p if hit else await asyncio.to_thread(self._lookup, h)
+
+    def _lookup(self, h: str) -> Principal | None:
         now = time.monotonic()
         with self.engine.connect() as conn:
             row = conn.execute(select(T.tokens).where(T.tokens.c.token_hash == h)).mappings().first()
@@ -164,7 +168,7 @@ async def ws_authenticate(ws: WebSocket, roles: Iterable[str], *, token: str | N
     is closed with 4401 within the token cache time (``TokenStore.cache_seconds``)."""
     tokens: TokenStore = ws.app.state.tokens
     token = token or _bearer(ws.headers.get("authorization")) or ws.query_params.get("token")
-    p = await tokens.check_async(token) if token else None  # a cache miss reads in a thread, off the loop
+    p = await tokens.check_async(token)  # a cache miss reads in a thread, off the loop
     roles = tuple(roles)
     if p is None:
         await ws.accept()

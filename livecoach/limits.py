@@ -58,7 +58,6 @@ class TokenLimits:
         self.clock = clock
         self.open: dict[int, int] = {}
         self._buckets: dict[int, tuple[float, float]] = {}  # token id -> (calls left, when counted)
-        self.refused: dict[str, int] = {"too_many_connections": 0, "too_many_new_calls": 0}
 
     @classmethod
     def from_settings(cls, settings) -> "TokenLimits":
@@ -75,7 +74,6 @@ class TokenLimits:
         left = self._left(token_id, now)
         if left < 1.0:
             self._buckets[token_id] = (left, now)
-            self.refused["too_many_new_calls"] += 1
             wait = (1.0 - left) / self.rate
             return Refusal("too_many_new_calls", "max_new_calls_per_second_per_token",
                            f"this token starts new calls faster than {self.rate:g} per second, burst {self.burst} "
@@ -90,7 +88,6 @@ class TokenLimits:
         """Admit one more socket for the token (call :meth:`release` when it ends), or refuse it."""
         n = self.open.get(token_id, 0)
         if n >= self.max_connections:
-            self.refused["too_many_connections"] += 1
             return Refusal("too_many_connections", "max_connections_per_token",
                            f"this token has {n} sockets open; the limit is {self.max_connections} "
                            "(max_connections_per_token): close one, or use another token",
@@ -130,17 +127,23 @@ async def admit_socket(ws: WebSocket, principal) -> bool:
             task.add_done_callback(lambda _t, tid=principal.token_id: lim.release(tid))
         return True
     ws.app.state.metrics[f"sockets_refused_{refusal.code}"] += 1
+    reason = f"{refusal.code}: {refusal.limit}"
+    if refusal.retry_after_s is not None:
+        reason += f"; retry after {refusal.retry_after_s:.2f} s"
+    await refuse_socket(ws, refusal.frame(), CLOSE_TOO_MANY, reason)
+    return False
+
+
+async def refuse_socket(ws: WebSocket, frame: dict, code: int, reason: str) -> None:
+    """Accept ``ws`` if it is still connecting, send ``frame``, close with ``code`` and ``reason``
+    (cut to the 123 bytes a close frame holds); a client that already left is no error."""
     try:
         if ws.client_state.name == "CONNECTING":
             await ws.accept()
-        await ws.send_json(refusal.frame())
-        reason = f"{refusal.code}: {refusal.limit}"
-        if refusal.retry_after_s is not None:
-            reason += f"; retry after {refusal.retry_after_s:.2f} s"
-        await ws.close(code=CLOSE_TOO_MANY, reason=reason[:120])
+        await ws.send_json(frame)
+        await ws.close(code=code, reason=reason[:120])
     except Exception:  # the client left already
         pass
-    return False
 
 
 def take_new_call(app, principal) -> None:
@@ -170,6 +173,10 @@ MAX_JSON_DEPTH = 64
 
 class UnstorableText(ValueError):
     """Well-formed JSON whose strings no database keeps as sent (NUL, unpaired surrogates)."""
+
+
+class TooDeep(ValueError):
+    """JSON nested deeper than MAX_JSON_DEPTH."""
 
 
 def _finite(text: str) -> float:
@@ -213,13 +220,14 @@ def _walk(data) -> tuple[int, str | None]:
 def strict_json(raw: str | bytes):
     """``json.loads`` for client frames. Raises ValueError (with a message for the client) for what is
     not JSON, NaN/Infinity or numbers out of range (not JSON; they break times, sorting and
-    PostgreSQL JSONB), nesting deeper than MAX_JSON_DEPTH, and :class:`UnstorableText` for NUL
-    characters or unpaired surrogate escapes such as ``"\\ud800"`` (no database stores them)."""
+    PostgreSQL JSONB), :class:`TooDeep` for nesting deeper than MAX_JSON_DEPTH, and
+    :class:`UnstorableText` for NUL characters or unpaired surrogate escapes such as ``"\\ud800"``
+    (no database stores them)."""
     too_deep = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
     try:
         data = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
     except RecursionError:
-        raise ValueError(too_deep) from None
+        raise TooDeep(too_deep) from None
     if not isinstance(data, (dict, list, str)):
         return data
     text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
@@ -227,7 +235,7 @@ def strict_json(raw: str | bytes):
     if suspect or text.count("[") + text.count("{") > MAX_JSON_DEPTH:  # only then can either be wrong
         depth, problem = _walk(data)
         if depth > MAX_JSON_DEPTH:
-            raise ValueError(too_deep)
+            raise TooDeep(too_deep)
         if problem:
             raise UnstorableText(problem)
     return data
@@ -257,12 +265,10 @@ class RefuseUnstorableText:
                          or body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH):
                 try:
                     strict_json(body)
-                except UnstorableText as exc:
+                except (UnstorableText, TooDeep) as exc:
                     problem, where = str(exc), "(body)"
-                except ValueError as exc:
-                    if "nested deeper" in str(exc):
-                        problem, where = str(exc), "(body)"
-                    # anything else that is not JSON: the route's own parser answers it
+                except ValueError:
+                    pass  # anything else that is not JSON: the route's own parser answers it
         if problem is None:
             return await self.app(scope, receive, send)
         if scope["type"] == "websocket":

@@ -167,14 +167,15 @@ UNSEEN_WORDING = {
 }
 
 
-def intent_unseen_wording(root: Path | None = None) -> dict:
+def intent_unseen_wording(root: Path | None = None, splits: dict | None = None) -> dict:
     """``train``: the intent train split minus every churn/escalation/complaint positive that uses
     its held-out wording (:data:`UNSEEN_WORDING`), with ``train_rows`` its row numbers in
     ``intent_splits()["train"]``; ``test``: the intent dev split with those three intents' positives
-    replaced by the held-out ones (from train and dev, deduplicated)."""
+    replaced by the held-out ones (from train and dev, deduplicated). ``splits``: the
+    :func:`intent_splits` already loaded."""
     import re
 
-    sp = intent_splits(root)
+    sp = splits or intent_splits(root)
     held = {INTENT_LABELS.index(k): re.compile(v) for k, v in UNSEEN_WORDING.items()}
 
     def is_held(text: str, y: int) -> bool:

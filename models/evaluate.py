@@ -148,14 +148,14 @@ def eval_intent(cache_dir: Path, precision: str, with_baseline: bool = True) -> 
             "lookalikes_false_alarms": int((b_hard[look] != none).sum()),
             "positives_found": int((b_hard[~look] == yh[~look]).sum()),
             "per_class": prf(yh, b_hard, list(INTENT_LABELS))["per_class"]}
-        r["unseen_wording"] = eval_unseen_wording(cache_dir, precision, h)
+        r["unseen_wording"] = eval_unseen_wording(cache_dir, precision, h, it)
         r["tfidf_lr"]["natural_lookalikes"] = {
             src: {"n": v["n"], "false_alarms": int((b_dev[np.asarray([s == src for s in dev.sources])] != none).sum())}
             for src, v in nat.items()}
     return r
 
 
-def eval_unseen_wording(cache_dir: Path, precision: str, shipped) -> dict:
+def eval_unseen_wording(cache_dir: Path, precision: str, shipped, splits: dict | None = None) -> dict:
     """Both models retrained without a held-out phrasing of churn / escalation / complaint
     (:data:`livecoach.models.data.UNSEEN_WORDING`), tested on it beside every dev negative. The
     encoder side is the shipped intent head's recipe (:func:`livecoach.models.train.fit_intent_head`)
@@ -164,9 +164,10 @@ def eval_unseen_wording(cache_dir: Path, precision: str, shipped) -> dict:
     from livecoach.models.data import INTENT_LABELS, UNSEEN_WORDING, intent_splits, intent_unseen_wording
     from livecoach.models.train import fit_intent_head
 
-    u = intent_unseen_wording()
+    splits = splits or intent_splits()
+    u = intent_unseen_wording(splits=splits)
     te, tr = u["test"], u["train"]
-    X = features("intent_train", intent_splits()["train"].texts, cache_dir, precision)[shipped.input][u["train_rows"]]
+    X = features("intent_train", splits["train"].texts, cache_dir, precision)[shipped.input][u["train_rows"]]
     head, _ = fit_intent_head(X, np.asarray(tr.labels), shipped.input)
     y = np.asarray(te.labels)
     p_enc = head.probs(features("intent_unseen_test", te.texts, cache_dir, precision)[shipped.input]).argmax(1)

@@ -261,17 +261,8 @@ def summarise(convs: list[dict], got: dict[str, list], fixture: Path = AGENT_LAB
     for conv in convs:
         sigs = got.get(conv["id"], [])
         per_call.append(sum(1 for s in sigs if s.audience == "agent"))
-        withdrawn = {s.details.get("supersedes") for s in sigs
-                     if s.audience == "lead" and s.details.get("verdict") == "rejected"}
-        for s in sigs:
-            if s.audience != "lead":
-                continue
-            if s.tier == 0:
-                raised_tier0[s.kind] += 1
-            if s.details.get("verdict") == "rejected" or s.id in withdrawn:
-                continue  # tier-1 withdrew it: the lead's feed strikes it out
-            if s.tier == 1 and s.details.get("supersedes"):
-                continue  # a confirmation of a signal already counted
+        raised_tier0.update(s.kind for s in tier0_raised(sigs))
+        for s in lead_feed(sigs):
             lead_kinds[s.kind] += 1
             want = JUDGED.get(s.kind)
             if want and conv["id"] in labels:

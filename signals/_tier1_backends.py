@@ -163,15 +163,12 @@ class OnnxSentenceEncoder:
     """
 
     def __init__(self, path: Path, tokenizer: Path, threads: int = 1, max_tokens: int = 256):
-        from tokenizers import Tokenizer
-
+        from livecoach.models.encoder import load_tokenizer
         from livecoach.signals._tier1_mpnet import session
 
         self.path = Path(path)
         self.threads = max(1, int(threads))
-        self.tok = Tokenizer.from_file(str(tokenizer))
-        self.tok.no_padding()
-        self.tok.enable_truncation(max_tokens)
+        self.tok = load_tokenizer(Path(tokenizer).parent, max_tokens)
         self.session = session(self.path, 1)
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tier1-enc") if self.threads > 1 else None
 

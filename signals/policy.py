@@ -261,8 +261,7 @@ class SignalPolicy(Stage):
             details["route"] = route
             details["alert"] = is_alert(route)
         if tier1 is not None:
-            details["tier1"] = {"backend": tier1.backend, "model": tier1.model, "probability": round(conf, 4),
-                                "latency_ms": round(tier1.latency_s * 1000, 1)}
+            details["tier1"] = _tier1_details(tier1, conf)
         ident = ""
         if supersedes:
             details["supersedes"] = supersedes
@@ -279,8 +278,7 @@ class SignalPolicy(Stage):
                    "phase": self._phase, "tier0_confidence": round(float(sig.confidence), 4),
                    "cue_number": state["cue"]["sent"] + 1}
         if tier1 is not None:
-            details["tier1"] = {"backend": tier1.backend, "model": tier1.model, "probability": round(conf, 4),
-                                "latency_ms": round(tier1.latency_s * 1000, 1)}
+            details["tier1"] = _tier1_details(tier1, conf)
         self.stats["agent_cues"] += 1
         return Signal(call_id=sig.call_id, kind=sig.kind, confidence=round(conf, 4), tier=tier, audience="agent",
                       evidence=sig.evidence, message=kp.cue, detector=sig.detector, details=details)
@@ -373,3 +371,9 @@ def _case(sig: Signal, turns: list[list[Any]], n: int) -> Tier1Case:
     if not window and target:
         window = (("customer", target),)
     return Tier1Case(sig.call_id, sig.kind, float(sig.confidence), window, target)
+
+
+def _tier1_details(tier1: Tier1Verdict, conf: float) -> dict[str, Any]:
+    """What a signal records of the tier-1 verdict that decided it."""
+    return {"backend": tier1.backend, "model": tier1.model, "probability": round(conf, 4),
+            "latency_ms": round(tier1.latency_s * 1000, 1)}

@@ -238,7 +238,7 @@ async def prompts(ws: WebSocket, agent_id: str):
                 msg = await ws.receive()
                 if msg["type"] == "websocket.disconnect":
                     raise WebSocketDisconnect(msg.get("code", 1000))
-                await _on_frame(ws, send, p, msg.get("text"), msg.get("bytes"))
+                await _on_frame(ws, send, p, msg.get("text"))
         finally:
             pumper.cancel()
     except WebSocketDisconnect:
@@ -247,15 +247,16 @@ async def prompts(ws: WebSocket, agent_id: str):
         hub.disconnect(agent_id, q)
 
 
-async def _on_frame(ws: WebSocket, send, p: Principal, raw: str | None, binary: bytes | None = None) -> None:
+async def _on_frame(ws: WebSocket, send, p: Principal, raw: str | None) -> None:
     limit = ws.app.state.settings.max_frame_bytes
     if raw is None:
         await send({"type": "error", "code": "binary_not_accepted",
                     "message": "this socket takes JSON text frames"})
         return
-    if text_frame_bytes(raw) > limit:
+    size = text_frame_bytes(raw)
+    if size > limit:
         await send({"type": "error", "code": "frame_too_large",
-                    "message": f"frame is {text_frame_bytes(raw)} bytes; the limit is {limit}"})
+                    "message": f"frame is {size} bytes; the limit is {limit}"})
         return
     try:
         data = strict_json(raw)

@@ -185,20 +185,19 @@ class Tier1Escalation:
             case, on_verdict, t0 = await self._q.get()
             remaining = self.timeout_s - (time.monotonic() - t0)
             if remaining <= 0:
-                verdict = Tier1Verdict("timeout", backend=self.backend.name, detail="expired in the queue")
+                verdict = Tier1Verdict("timeout", detail="expired in the queue")
             else:
                 try:
                     p = await asyncio.wait_for(loop.run_in_executor(self._pool, self.backend.score, case), remaining)
-                    verdict = (Tier1Verdict("scored", float(p), backend=self.backend.name) if p is not None
-                               else Tier1Verdict("abstained", backend=self.backend.name))
+                    verdict = Tier1Verdict("scored", float(p)) if p is not None else Tier1Verdict("abstained")
                 except asyncio.TimeoutError:
-                    verdict = Tier1Verdict("timeout", backend=self.backend.name, detail=f"no answer in {self.timeout_s} s")
+                    verdict = Tier1Verdict("timeout", detail=f"no answer in {self.timeout_s} s")
                 except Exception as exc:
                     log.warning("tier-1 %s failed on %s/%s: %s", self.backend.name, case.call_id, case.kind, exc)
-                    verdict = Tier1Verdict("error", backend=self.backend.name, detail=type(exc).__name__)
+                    verdict = Tier1Verdict("error", detail=type(exc).__name__)
             verdict.latency_s = time.monotonic() - t0
             verdict.backend = self.backend.name  # after loading: a fallback model renames the backend
-            verdict.model = str(getattr(self.backend, "model", "") or self.backend.name)
+            verdict.model = self.model_name
             self.stats.counts[verdict.outcome] += 1
             if verdict.outcome == "scored":
                 self.stats.latencies.append(verdict.latency_s)
@@ -207,10 +206,15 @@ class Tier1Escalation:
             except Exception:
                 log.exception("tier-1 verdict handling failed for %s/%s", case.call_id, case.kind)
 
+    @property
+    def model_name(self) -> str:
+        """The backend's model in words (its name when it has no description)."""
+        return str(getattr(self.backend, "model", "") or self.backend.name)
+
     def snapshot(self) -> dict[str, Any]:
         c = self.stats.counts
         return {
-            "backend": self.backend.name, "model": str(getattr(self.backend, "model", "") or self.backend.name),
+            "backend": self.backend.name, "model": self.model_name,
             "ready": self.ready, "queue_depth": self.depth,
             "queue_size": self.queue_size, "timeout_s": self.timeout_s,
             "submitted": c["submitted"], "scored": c["scored"], "dropped": c["dropped"],

@@ -112,8 +112,7 @@ async def read_again_after_rebalance(app) -> int:
     for tp, committed in list(consumer._committed_offset.items()):
         if committed is None or tp.topic in changelogs:
             continue
-        drop_orphans(consumer, tp)
-        await consumer.seek(tp, committed)
+        await reread(consumer, tp, committed)
         n += 1
     return n
 
@@ -150,6 +149,12 @@ def lost_offsets(consumer, positions: dict[Any, int | None], *, idle: bool = Fal
         if idle or nothing_delivered:
             out[tp] = (committed, position)
     return out
+
+
+async def reread(consumer, tp, offset: int) -> None:
+    """Read ``tp`` again from ``offset`` (its commit), forgetting what it still marks in flight."""
+    drop_orphans(consumer, tp)
+    await consumer.seek(tp, offset)
 
 
 def drop_orphans(consumer, tp) -> int:

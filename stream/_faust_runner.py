@@ -174,9 +174,10 @@ class StageRunner:
                            msg.partition, msg.offset, event.seq)
                 self.skipped += 1
                 return
-            missing = [s for s in range(mark.get("hw", 0) + 1, event.seq) if not _SeqMarks.seen(mark, s)]
-            if missing and self.fetch_missing is not None and topic == CALLS:
-                await self._fill(call_id, entry, topic, missing)
+            if self.fetch_missing is not None and topic == CALLS:
+                missing = [s for s in range(mark.get("hw", 0) + 1, event.seq) if not _SeqMarks.seen(mark, s)]
+                if missing:
+                    await self._fill(call_id, entry, topic, missing)
         else:
             mkey = None
         trace.info("%s apply %s %s/%s@%s seq=%s origin=%s", self.stage.name, call_id, msg.topic,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from livecoach.pipeline import Stage
-from livecoach.stream._faust_consumer import drop_orphans, lost_offsets, positions
+from livecoach.stream._faust_consumer import lost_offsets, positions, reread
 from livecoach.stream._faust_consumer import install as install_safe_commits
 from livecoach.stream._faust_runner import StageRunner
 from livecoach.stream._kafka_admin import (all_topic_names, bootstrap_servers, ensure_topics, pin_start_offsets,
@@ -200,8 +200,7 @@ async def _reread_lost_offsets(app, runners: Sequence[StageRunner], watch: _Lost
         if watch.lost.get(tp) == span:
             log.warning("partition %s/%s: offsets %d-%d were fetched around a rebalance and never handled; "
                         "reading them again", tp.topic, tp.partition, span[0], span[1] - 1)
-            drop_orphans(app.consumer, tp)
-            await app.consumer.seek(tp, span[0])
+            await reread(app.consumer, tp, span[0])
             del lost[tp]
     watch.lost = lost  # what is still to be confirmed at the next check
 

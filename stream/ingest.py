@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from livecoach.auth import ws_authenticate
 from livecoach.bus import CALLS
 from livecoach.events import INBOUND_TYPES, CallId, inbound_adapter
-from livecoach.limits import UnstorableText, admit_socket, strict_json, text_frame_bytes
+from livecoach.limits import UnstorableText, admit_socket, refuse_socket, strict_json, text_frame_bytes
 from livecoach.store import StorageUnavailable, storage_fault
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,8 @@ async def _refuse_storage_down(ws: WebSocket, call_id: str, exc: Exception) -> N
     """No ``ready`` without storage: say why in an error frame, then close with 1013 (try again later)."""
     fault = exc if isinstance(exc, StorageUnavailable) else storage_fault(exc)
     log.warning("ingest %s refused at connect: %s (%s)", call_id, fault, exc)
-    try:
-        if ws.client_state.name == "CONNECTING":
-            await ws.accept()
-        await ws.send_json(error_frame("storage_unavailable", f"{fault}; connect again later",
-                                       reason=fault.reason))
-        await ws.close(code=1013, reason=str(fault)[:120])
-    except Exception:  # the client left already
-        pass
+    await refuse_socket(ws, error_frame("storage_unavailable", f"{fault}; connect again later", reason=fault.reason),
+                        1013, str(fault))
 
 
 @router.websocket("/v1/calls/{call_id}/events")
