@@ -161,11 +161,7 @@ def export_onnx(path: Path, precision: str = "int8", progress: Callable[[str], N
         cos = float(min((a[0] * ref_emb).sum(1).min(), (unit(a[1]) * unit(ref_tuned)).sum(1).min()))
         if cos < (0.9 if precision == "int8" else 0.999):
             raise RuntimeError(f"exported encoder disagrees with PyTorch (cosine {cos:.3f})")
-        manifest = {"file": path.name, "sha256": _sha256(tmp), "bytes": tmp.stat().st_size, "precision": precision,
-                    "export_version": EXPORT_VERSION, "probe_cosine": round(cos, 5),
-                    "seconds": round(time.time() - t0, 1)}
-        os.replace(tmp, path)
-        _manifest_path(path).write_text(json.dumps(manifest, indent=1))
+        manifest = commit_export(tmp, path, precision, EXPORT_VERSION, cos, t0)
     finally:
         for p in (fp32, tmp):
             if p.exists():
@@ -176,6 +172,27 @@ def export_onnx(path: Path, precision: str = "int8", progress: Callable[[str], N
 
 def _manifest_path(path: Path) -> Path:
     return path.with_suffix(".json")
+
+
+def commit_export(tmp: Path, path: Path, precision: str, export_version: int, cos: float, t0: float) -> dict:
+    """Move a checked export into place beside its manifest (size, sha256, probe cosine); returns it."""
+    manifest = {"file": path.name, "sha256": _sha256(tmp), "bytes": tmp.stat().st_size, "precision": precision,
+                "export_version": export_version, "probe_cosine": round(cos, 5),
+                "seconds": round(time.time() - t0, 1)}
+    os.replace(tmp, path)
+    _manifest_path(path).write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def manifest_problem(path: Path) -> str | None:
+    """Why the exported file at ``path`` cannot be trusted; None when it matches its manifest."""
+    try:
+        m = json.loads(_manifest_path(path).read_text())
+        if path.stat().st_size != m["bytes"] or _sha256(path) != m["sha256"]:
+            return "checksum mismatch"
+    except (OSError, ValueError, KeyError) as exc:
+        return f"unreadable manifest ({exc})"
+    return None
 
 
 def _torch_inputs(tok, texts):
@@ -383,13 +400,7 @@ def ensure_encoder_file(cache_dir: Path, precision: str = "int8",
     path = cache_path(cache_dir, precision)
     man = _manifest_path(path)
     if path.exists() and man.exists():
-        problem = None
-        try:
-            m = json.loads(man.read_text())
-            if path.stat().st_size != m["bytes"] or _sha256(path) != m["sha256"]:
-                problem = "checksum mismatch"
-        except (OSError, ValueError, KeyError) as exc:
-            problem = f"unreadable manifest ({exc})"
+        problem = manifest_problem(path)
         if problem is None:
             return path
         warnings.warn(f"encoder cache {path} is corrupt ({problem}); rebuilding it", EncoderCacheWarning,

