@@ -601,7 +601,7 @@ def test_a_database_that_stops_answering_is_answered_within_the_deadline(server_
     try:
         srv = server_factory(database_url=pg_url.replace(f"127.0.0.1:{target}/", f"127.0.0.1:{proxy.port}/"),
                              tier1_backend="off", storage_timeout_s=1.5)
-        # token checks read the database on the event loop (livecoach/auth.py): keep this one cached
+        # a token check that misses the cache would wait on the frozen database: keep this one cached
         srv.app.state.tokens.cache_seconds = 120
         ws, _ = _open(srv, "pg-hung")
         for frame in ({"type": "call_started", "seq": 1, "agent_id": "alice"}, _utt(2, "hello, how can I help?")):
